@@ -1,0 +1,296 @@
+package sql
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+)
+
+// DefaultSchema is the schema keyworker's objects live in.
+const DefaultSchema = "keyworker"
+
+// DefaultUsersTable is the table signups are read from.
+const DefaultUsersTable = "auth.users"
+
+// DefaultUsersIDColumn is the users table's primary key column.
+const DefaultUsersIDColumn = "id"
+
+//go:embed migrations/*.sql grants.sql
+var files embed.FS
+
+// Config says where the objects go. The zero value is the default.
+type Config struct {
+	// Schema holds every keyworker object, River's tables too. Defaults to
+	// DefaultSchema.
+	Schema string
+
+	// UsersTable is the schema-qualified table whose rows are users; api_keys
+	// references it with ON DELETE CASCADE. Defaults to DefaultUsersTable.
+	UsersTable string
+
+	// UsersIDColumn is the users table's uuid primary key. Defaults to
+	// DefaultUsersIDColumn.
+	UsersIDColumn string
+
+	// Logger receives one line per applied migration. Defaults to discarding.
+	Logger *slog.Logger
+}
+
+var identRe = regexp.MustCompile(`^[a-z_][a-z0-9_$]{0,62}$`)
+
+// WithDefaults returns a copy of c with defaults filled in.
+func (c Config) WithDefaults() Config {
+	if c.Schema == "" {
+		c.Schema = DefaultSchema
+	}
+	if c.UsersTable == "" {
+		c.UsersTable = DefaultUsersTable
+	}
+	if c.UsersIDColumn == "" {
+		c.UsersIDColumn = DefaultUsersIDColumn
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports the first setting that is wrong.
+func (c Config) Validate() error {
+	if !identRe.MatchString(c.Schema) {
+		return fmt.Errorf("schema %q is invalid: use a lowercase SQL identifier (letters, digits, _), e.g. %q", c.Schema, DefaultSchema)
+	}
+	if c.Schema == "public" || c.Schema == "auth" || strings.HasPrefix(c.Schema, "pg_") {
+		return fmt.Errorf("schema %q is reserved: keyworker needs a schema of its own, e.g. %q", c.Schema, DefaultSchema)
+	}
+	if _, _, err := SplitTable(c.UsersTable); err != nil {
+		return err
+	}
+	if !identRe.MatchString(c.UsersIDColumn) {
+		return fmt.Errorf("users id column %q is invalid: use a lowercase SQL identifier, e.g. %q", c.UsersIDColumn, DefaultUsersIDColumn)
+	}
+	return nil
+}
+
+// SplitTable splits "schema.table" into its parts and checks both are plain
+// lowercase identifiers.
+func SplitTable(qualified string) (schema, table string, err error) {
+	schema, table, ok := strings.Cut(qualified, ".")
+	if !ok || !identRe.MatchString(schema) || !identRe.MatchString(table) {
+		return "", "", fmt.Errorf("users table %q is invalid: give it schema-qualified in lowercase, e.g. %q", qualified, DefaultUsersTable)
+	}
+	return schema, table, nil
+}
+
+// Migration is one embedded migration.
+type Migration struct {
+	Version int
+	Name    string
+	sql     string
+}
+
+// Migrations lists the embedded migrations in order.
+func Migrations() []Migration {
+	entries, err := fs.ReadDir(files, "migrations")
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	var out []Migration
+	for _, e := range entries {
+		num, name, ok := strings.Cut(strings.TrimSuffix(e.Name(), ".sql"), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			panic("migration file name must be NNN_name.sql: " + e.Name())
+		}
+		b, err := files.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, Migration{Version: v, Name: name, sql: string(b)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	return out
+}
+
+// LatestVersion is the version of the newest embedded migration.
+func LatestVersion() int {
+	m := Migrations()
+	return m[len(m)-1].Version
+}
+
+// Result says what a Migrate call did.
+type Result struct {
+	// Applied lists the keyworker migrations applied, as "NNN_name".
+	Applied []string
+	// RiverApplied lists River's migration versions applied.
+	RiverApplied []int
+}
+
+// Migrate applies the missing migrations, River's included, holding a
+// session advisory lock keyed by the schema on one of the pool's
+// connections. It is safe to call concurrently and repeatedly.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Result, error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to migrate: %w", err)
+	}
+	defer conn.Release()
+	return MigrateConn(ctx, conn.Conn(), cfg)
+}
+
+// MigrateConn is Migrate on a single connection.
+//
+// keyworker's migrations are applied together in one transaction. River's
+// are applied one version per transaction, as River requires (a version may
+// use an enum value the one before it added, which PostgreSQL does not allow
+// in the transaction that added it). The advisory lock spans all of it.
+func MigrateConn(ctx context.Context, conn *pgx.Conn, cfg Config) (*Result, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	key := LockKey(cfg.Schema)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		return nil, fmt.Errorf("taking the migration lock: %w", err)
+	}
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key)
+	}()
+
+	res := &Result{}
+	if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var err error
+		res.Applied, err = applyOwn(ctx, tx, cfg)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
+	migrator, err := rivermigrate.New(riverpgxv5.New(nil), &rivermigrate.Config{Schema: cfg.Schema, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("preparing River migrations: %w", err)
+	}
+	for {
+		var applied []int
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			rr, err := migrator.MigrateTx(ctx, tx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{MaxSteps: 1})
+			if err != nil {
+				return err
+			}
+			for _, v := range rr.Versions {
+				applied = append(applied, v.Version)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("applying River migrations in schema %s: %w", cfg.Schema, explain(err))
+		}
+		if len(applied) == 0 {
+			break
+		}
+		res.RiverApplied = append(res.RiverApplied, applied...)
+	}
+
+	grants, err := files.ReadFile("grants.sql")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, replacer(cfg).Replace(string(grants))); err != nil {
+		return nil, fmt.Errorf("applying grants: %w", explain(err))
+	}
+	return res, nil
+}
+
+func applyOwn(ctx context.Context, tx pgx.Tx, cfg Config) ([]string, error) {
+	schema := pgx.Identifier{cfg.Schema}.Sanitize()
+	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+schema); err != nil {
+		return nil, fmt.Errorf("creating schema %s: %w", cfg.Schema, explain(err))
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+schema+`.schema_migrations (
+		version integer PRIMARY KEY,
+		name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return nil, fmt.Errorf("creating the migration table: %w", explain(err))
+	}
+	rows, err := tx.Query(ctx, `SELECT version FROM `+schema+`.schema_migrations`)
+	if err != nil {
+		return nil, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return nil, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	applied := map[int]bool{}
+	for _, v := range versions {
+		applied[v] = true
+	}
+	var out []string
+	repl := replacer(cfg)
+	for _, m := range Migrations() {
+		if applied[m.Version] {
+			continue
+		}
+		label := fmt.Sprintf("%03d_%s", m.Version, m.Name)
+		if _, err := tx.Exec(ctx, repl.Replace(m.sql)); err != nil {
+			return nil, fmt.Errorf("applying migration %s: %w", label, explain(err))
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+schema+`.schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+			return nil, fmt.Errorf("recording migration %s: %w", label, err)
+		}
+		out = append(out, label)
+		cfg.Logger.Info("migration applied", "component", "migrate", "schema", cfg.Schema, "migration", label)
+	}
+	return out, nil
+}
+
+// Version returns the newest applied keyworker migration in schema, or 0
+// when none is.
+func Version(ctx context.Context, db interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, schema string) (int, error) {
+	var v int
+	err := db.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+pgx.Identifier{schema}.Sanitize()+`.schema_migrations`).Scan(&v)
+	if err != nil {
+		var pgErr interface{ SQLState() string }
+		if errors.As(err, &pgErr) && (pgErr.SQLState() == "42P01" || pgErr.SQLState() == "3F000") {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("reading migration version: %w", err)
+	}
+	return v, nil
+}
+
+// LockKey is the advisory lock key migrations hold for schema.
+func LockKey(schema string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("keyworker.migrate." + schema))
+	return int64(h.Sum64())
+}
+
+func replacer(cfg Config) *strings.Replacer {
+	us, ut, _ := SplitTable(cfg.UsersTable)
+	return strings.NewReplacer(
+		"{{schema}}", pgx.Identifier{cfg.Schema}.Sanitize(),
+		"{{schema_text}}", quoteLiteral(cfg.Schema),
+		"{{users_table}}", pgx.Identifier{us, ut}.Sanitize(),
+		"{{users_table_text}}", quoteLiteral(cfg.UsersTable),
+		"{{users_id}}", pgx.Identifier{cfg.UsersIDColumn}.Sanitize(),
+	)
+}
+
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
