@@ -1,0 +1,320 @@
+// Package users knows the application's users table: where it is, which
+// columns say who is anonymous or deleted, and which users are eligible for a
+// signup key but have none. The listener and the jobs share it, so "who gets a
+// key" is decided in one place.
+package users
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Defaults for Table, matching Supabase's auth.users.
+const (
+	DefaultTable           = "auth.users"
+	DefaultIDColumn        = "id"
+	DefaultCreatedAtColumn = "created_at"
+	DefaultAnonymousColumn = "is_anonymous"
+	DefaultDeletedAtColumn = "deleted_at"
+)
+
+var identRe = regexp.MustCompile(`^[a-z_][a-z0-9_$]{0,62}$`)
+
+// Table describes the users table. Optional columns may be empty for tables
+// that lack them.
+type Table struct {
+	// Schema and Name locate the table. Defaults to auth.users.
+	Schema, Name string
+	// IDColumn is the uuid primary key. Defaults to "id".
+	IDColumn string
+	// CreatedAtColumn is the signup time (timestamptz). Defaults to
+	// "created_at"; "-" means the table has none.
+	CreatedAtColumn string
+	// AnonymousColumn is a boolean marking anonymous users, who get no key
+	// until they become permanent. Defaults to "is_anonymous"; "-" means none.
+	AnonymousColumn string
+	// DeletedAtColumn marks soft-deleted users (timestamptz). Defaults to
+	// "deleted_at"; "-" means none.
+	DeletedAtColumn string
+}
+
+// ParseTable returns the Table for a schema-qualified name with the
+// default column names.
+func ParseTable(qualified string) (Table, error) {
+	schema, name, ok := strings.Cut(qualified, ".")
+	if !ok || !identRe.MatchString(schema) || !identRe.MatchString(name) {
+		return Table{}, fmt.Errorf("users table %q is invalid: give it schema-qualified in lowercase, e.g. %q", qualified, DefaultTable)
+	}
+	return Table{Schema: schema, Name: name}.WithDefaults(), nil
+}
+
+// WithDefaults returns a copy with empty fields set to their defaults and
+// "-" turned into "" (no such column).
+func (t Table) WithDefaults() Table {
+	if t.Schema == "" && t.Name == "" {
+		t.Schema, t.Name = "auth", "users"
+	}
+	def := func(v *string, d string) {
+		switch *v {
+		case "":
+			*v = d
+		case "-":
+			*v = ""
+		}
+	}
+	def(&t.IDColumn, DefaultIDColumn)
+	def(&t.CreatedAtColumn, DefaultCreatedAtColumn)
+	def(&t.AnonymousColumn, DefaultAnonymousColumn)
+	def(&t.DeletedAtColumn, DefaultDeletedAtColumn)
+	return t
+}
+
+// Validate checks every name is a plain lowercase identifier.
+func (t Table) Validate() error {
+	for _, f := range []struct{ what, v string }{
+		{"users table schema", t.Schema}, {"users table name", t.Name}, {"users id column", t.IDColumn},
+	} {
+		if !identRe.MatchString(f.v) {
+			return fmt.Errorf("%s %q is invalid: use a lowercase SQL identifier", f.what, f.v)
+		}
+	}
+	for _, f := range []struct{ what, v string }{
+		{"created-at column", t.CreatedAtColumn}, {"anonymous column", t.AnonymousColumn}, {"deleted-at column", t.DeletedAtColumn},
+	} {
+		if f.v != "" && !identRe.MatchString(f.v) {
+			return fmt.Errorf("users %s %q is invalid: use a lowercase SQL identifier, or \"-\" if the table has none", f.what, f.v)
+		}
+	}
+	return nil
+}
+
+// String is the schema-qualified name, unquoted.
+func (t Table) String() string { return t.Schema + "." + t.Name }
+
+// Ident is the schema-qualified name, quoted for SQL.
+func (t Table) Ident() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+
+// Col quotes a column name for SQL.
+func Col(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+// Columns lists the columns the signup stream needs, id first. Logical
+// replication publishes only these, so emails and password hashes never
+// leave the database.
+func (t Table) Columns() []string {
+	cols := []string{t.IDColumn}
+	if t.CreatedAtColumn != "" {
+		cols = append(cols, t.CreatedAtColumn)
+	}
+	if t.AnonymousColumn != "" {
+		cols = append(cols, t.AnonymousColumn)
+	}
+	return cols
+}
+
+// ErrNoTable is returned (wrapped) by Check when the table does not exist.
+var ErrNoTable = errors.New("users table not found")
+
+// Querier is satisfied by *pgx.Conn, *pgxpool.Pool and pgx.Tx.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Check confirms the table and its columns exist with usable types, and
+// names what is missing and the setting that fixes it.
+func (t Table) Check(ctx context.Context, db Querier) error {
+	var exists bool
+	if err := db.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.Ident()).Scan(&exists); err != nil {
+		return fmt.Errorf("looking up users table %s: %w", t, err)
+	}
+	if !exists {
+		return fmt.Errorf("%w: %s does not exist (or this role may not see it); set KEYWORKER_USERS_TABLE to your schema-qualified users table", ErrNoTable, t)
+	}
+	want := map[string][]string{t.IDColumn: {"uuid"}}
+	if t.CreatedAtColumn != "" {
+		want[t.CreatedAtColumn] = []string{"timestamp with time zone", "timestamp without time zone"}
+	}
+	if t.AnonymousColumn != "" {
+		want[t.AnonymousColumn] = []string{"boolean"}
+	}
+	if t.DeletedAtColumn != "" {
+		want[t.DeletedAtColumn] = []string{"timestamp with time zone", "timestamp without time zone"}
+	}
+	rows, err := db.Query(ctx, `SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2`, t.Schema, t.Name)
+	if err != nil {
+		return fmt.Errorf("reading columns of %s: %w", t, err)
+	}
+	have := map[string]string{}
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			return err
+		}
+		have[name] = typ
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading columns of %s: %w", t, err)
+	}
+	for col, types := range want {
+		typ, ok := have[col]
+		if !ok {
+			return fmt.Errorf("users table %s has no column %q: name the right column in the configuration, or \"-\" for an optional one the table lacks", t, col)
+		}
+		okType := false
+		for _, w := range types {
+			okType = okType || typ == w
+		}
+		if !okType {
+			return fmt.Errorf("users table %s column %q is %s, want %s", t, col, typ, strings.Join(types, " or "))
+		}
+	}
+	return nil
+}
+
+// Eligibility says which users should have a signup key.
+type Eligibility struct {
+	// Since, when set, admits only users created at or after it. The
+	// reconciler uses the installation time, so installing keyworker on a
+	// database with a million users does not mint a million keys unasked.
+	Since time.Time
+	// Until, when set, admits only users created before it.
+	Until time.Time
+	// IncludeAnonymous admits anonymous users. Defaults to false.
+	IncludeAnonymous bool
+}
+
+// where returns the SQL conditions (on alias u) and arguments, numbered from
+// argN, that make a user eligible. Soft-deleted users never are.
+func (t Table) where(e Eligibility, argN int) (string, []any) {
+	var conds []string
+	var args []any
+	if t.DeletedAtColumn != "" {
+		conds = append(conds, "u."+Col(t.DeletedAtColumn)+" IS NULL")
+	}
+	if t.AnonymousColumn != "" && !e.IncludeAnonymous {
+		conds = append(conds, "NOT coalesce(u."+Col(t.AnonymousColumn)+", false)")
+	}
+	if t.CreatedAtColumn != "" && !e.Since.IsZero() {
+		args = append(args, e.Since)
+		conds = append(conds, fmt.Sprintf("u.%s >= $%d", Col(t.CreatedAtColumn), argN+len(args)-1))
+	}
+	if t.CreatedAtColumn != "" && !e.Until.IsZero() {
+		args = append(args, e.Until)
+		conds = append(conds, fmt.Sprintf("u.%s < $%d", Col(t.CreatedAtColumn), argN+len(args)-1))
+	}
+	if len(conds) == 0 {
+		return "true", nil
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// UserState is what Lookup found.
+type UserState int
+
+// User states.
+const (
+	UserEligible UserState = iota
+	UserMissing
+	UserDeleted
+	UserAnonymous
+)
+
+func (s UserState) String() string {
+	switch s {
+	case UserEligible:
+		return "eligible"
+	case UserMissing:
+		return "user_missing"
+	case UserDeleted:
+		return "user_deleted"
+	case UserAnonymous:
+		return "user_anonymous"
+	}
+	return "unknown"
+}
+
+// Lookup reports whether one user exists and may have a signup key now.
+// It locks the user's row (FOR KEY SHARE) so the user cannot be deleted
+// before the caller's transaction inserts the key. Creation time is not
+// checked: a job for an old user exists only because someone asked for it.
+func (t Table) Lookup(ctx context.Context, tx Querier, userID string, includeAnonymous bool) (UserState, error) {
+	sel := "false"
+	if t.DeletedAtColumn != "" {
+		sel = "u." + Col(t.DeletedAtColumn) + " IS NOT NULL"
+	}
+	anon := "false"
+	if t.AnonymousColumn != "" {
+		anon = "coalesce(u." + Col(t.AnonymousColumn) + ", false)"
+	}
+	var deleted, anonymous bool
+	err := tx.QueryRow(ctx, `SELECT `+sel+`, `+anon+` FROM `+t.Ident()+` u WHERE u.`+Col(t.IDColumn)+` = $1 FOR KEY SHARE`, userID).Scan(&deleted, &anonymous)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return UserMissing, nil
+	case err != nil:
+		return 0, fmt.Errorf("looking up user %s: %w", userID, err)
+	case deleted:
+		return UserDeleted, nil
+	case anonymous && !includeAnonymous:
+		return UserAnonymous, nil
+	}
+	return UserEligible, nil
+}
+
+// Missing is a user who should have a signup key and has none.
+type Missing struct {
+	UserID    string
+	CreatedAt *time.Time
+}
+
+// FindMissing returns up to limit eligible users without a signup key in
+// keysSchema.api_keys, in id order after the cursor `after` (empty for the
+// start). Callers page with the last id returned, so a million users never
+// load at once.
+func (t Table) FindMissing(ctx context.Context, db Querier, keysSchema string, e Eligibility, after string, limit int) ([]Missing, error) {
+	cond, args := t.where(e, 3)
+	createdAt := "NULL::timestamptz"
+	if t.CreatedAtColumn != "" {
+		createdAt = "u." + Col(t.CreatedAtColumn) + "::timestamptz"
+	}
+	if after == "" {
+		after = "00000000-0000-0000-0000-000000000000"
+	}
+	q := `SELECT u.` + Col(t.IDColumn) + `::text, ` + createdAt + `
+		FROM ` + t.Ident() + ` u
+		WHERE u.` + Col(t.IDColumn) + ` > $1::uuid AND ` + cond + `
+		  AND NOT EXISTS (SELECT 1 FROM ` + pgx.Identifier{keysSchema, "api_keys"}.Sanitize() + ` k
+		                   WHERE k.user_id = u.` + Col(t.IDColumn) + ` AND k.source = 'signup')
+		ORDER BY u.` + Col(t.IDColumn) + `
+		LIMIT $2`
+	rows, err := db.Query(ctx, q, append([]any{after, limit}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("finding users without a signup key: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Missing, error) {
+		var m Missing
+		err := r.Scan(&m.UserID, &m.CreatedAt)
+		return m, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("finding users without a signup key: %w", err)
+	}
+	return out, nil
+}
+
+// InstalledAt reads when keyworker was installed in keysSchema (the first
+// migration's time).
+func InstalledAt(ctx context.Context, db Querier, keysSchema string) (time.Time, error) {
+	var at time.Time
+	err := db.QueryRow(ctx, `SELECT installed_at FROM `+pgx.Identifier{keysSchema, "installation"}.Sanitize()).Scan(&at)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading installation time (run `worker migrate` first): %w", err)
+	}
+	return at, nil
+}
