@@ -145,3 +145,14 @@ func TestFindBinariesNamesTheFix(t *testing.T) {
 		t.Fatalf("error does not say how to fix it: %v", err)
 	}
 }
+
+func TestDeployCopyOfSupabaseShapeIsCurrent(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../deploy/supabase-auth.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(b), pgtemp.SupabaseSQL) {
+		t.Fatal("deploy/supabase-auth.sql differs from pgtemp.SupabaseSQL: copy it again")
+	}
+}

@@ -7,12 +7,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// supabaseSQL creates the parts of a Supabase project that keyworker meets:
+// SupabaseSQL creates the parts of a Supabase project that keyworker meets:
 // the API roles, the auth admin role, the auth schema it owns, auth.users with
 // the columns the Supabase Auth server creates, and auth.uid(). It is
 // idempotent. Roles are cluster-wide, so a second database on the same server
 // reuses them.
-const supabaseSQL = `
+const SupabaseSQL = `
 DO $$
 BEGIN
 	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
@@ -108,7 +108,7 @@ func SetupSupabase(ctx context.Context, url string) error {
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(7265792)`); err != nil {
 		return fmt.Errorf("locking for the Supabase shape: %w", err)
 	}
-	if _, err := conn.Exec(ctx, supabaseSQL); err != nil {
+	if _, err := conn.Exec(ctx, SupabaseSQL); err != nil {
 		return fmt.Errorf("creating the Supabase shape (roles, auth schema, auth.users): %w", err)
 	}
 	return nil
