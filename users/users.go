@@ -136,15 +136,20 @@ func (t Table) Check(ctx context.Context, db Querier) error {
 	if !exists {
 		return fmt.Errorf("%w: %s does not exist (or this role may not see it); set KEYWORKER_USERS_TABLE to your schema-qualified users table", ErrNoTable, t)
 	}
-	want := map[string][]string{t.IDColumn: {"uuid"}}
+	type wantCol struct {
+		name  string
+		types []string
+	}
+	timestamps := []string{"timestamp with time zone", "timestamp without time zone"}
+	want := []wantCol{{t.IDColumn, []string{"uuid"}}}
 	if t.CreatedAtColumn != "" {
-		want[t.CreatedAtColumn] = []string{"timestamp with time zone", "timestamp without time zone"}
+		want = append(want, wantCol{t.CreatedAtColumn, timestamps})
 	}
 	if t.AnonymousColumn != "" {
-		want[t.AnonymousColumn] = []string{"boolean"}
+		want = append(want, wantCol{t.AnonymousColumn, []string{"boolean"}})
 	}
 	if t.DeletedAtColumn != "" {
-		want[t.DeletedAtColumn] = []string{"timestamp with time zone", "timestamp without time zone"}
+		want = append(want, wantCol{t.DeletedAtColumn, timestamps})
 	}
 	rows, err := db.Query(ctx, `SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2`, t.Schema, t.Name)
 	if err != nil {
@@ -161,7 +166,8 @@ func (t Table) Check(ctx context.Context, db Querier) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("reading columns of %s: %w", t, err)
 	}
-	for col, types := range want {
+	for _, w := range want {
+		col, types := w.name, w.types
 		typ, ok := have[col]
 		if !ok {
 			return fmt.Errorf("users table %s has no column %q: name the right column in the configuration, or \"-\" for an optional one the table lacks", t, col)
@@ -240,9 +246,12 @@ func (s UserState) String() string {
 }
 
 // Lookup reports whether one user exists and may have a signup key now.
-// It locks the user's row (FOR KEY SHARE) so the user cannot be deleted
-// before the caller's transaction inserts the key. Creation time is not
-// checked: a job for an old user exists only because someone asked for it.
+// It takes no row lock: FOR KEY SHARE needs UPDATE on the users table, which
+// the worker's role should not have. The foreign key from api_keys locks the
+// user's row when the key is inserted, so a user deleted in between fails
+// that insert, the job retries, and the retry finds user_missing. Creation
+// time is not checked: a job for an old user exists only because someone
+// asked for it.
 func (t Table) Lookup(ctx context.Context, tx Querier, userID string, includeAnonymous bool) (UserState, error) {
 	sel := "false"
 	if t.DeletedAtColumn != "" {
@@ -253,7 +262,7 @@ func (t Table) Lookup(ctx context.Context, tx Querier, userID string, includeAno
 		anon = "coalesce(u." + Col(t.AnonymousColumn) + ", false)"
 	}
 	var deleted, anonymous bool
-	err := tx.QueryRow(ctx, `SELECT `+sel+`, `+anon+` FROM `+t.Ident()+` u WHERE u.`+Col(t.IDColumn)+` = $1 FOR KEY SHARE`, userID).Scan(&deleted, &anonymous)
+	err := tx.QueryRow(ctx, `SELECT `+sel+`, `+anon+` FROM `+t.Ident()+` u WHERE u.`+Col(t.IDColumn)+` = $1`, userID).Scan(&deleted, &anonymous)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return UserMissing, nil
