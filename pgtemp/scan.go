@@ -23,7 +23,7 @@ SELECT n.nspname::text, c.relname::text, a.attname::text,
   -- the element type of an array, then the base type of a domain
   JOIN pg_catalog.pg_type et ON et.oid = CASE WHEN t.typcategory = 'A' THEN t.typelem ELSE t.oid END
   JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN et.typtype = 'd' THEN et.typbasetype ELSE et.oid END
- WHERE c.relkind IN ('r', 'p', 'm')
+ WHERE (c.relkind IN ('r', 'p') OR (c.relkind = 'm' AND c.relispopulated))
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname NOT LIKE 'pg\_toast%'
    AND n.nspname NOT LIKE 'pg\_temp\_%'

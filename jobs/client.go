@@ -1,0 +1,315 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/keyworker/keyworker/listener"
+	"github.com/keyworker/keyworker/users"
+)
+
+// stopAndCancelTimeout bounds the wait for cancelled jobs to return once
+// Stop's deadline has passed.
+const stopAndCancelTimeout = 10 * time.Second
+
+// Client runs keyworker's River workers and periodic jobs, and enqueues
+// signups for the listener (it implements listener.Enqueuer). It is safe for
+// concurrent use.
+type Client struct {
+	*Enqueuer
+	rc     *river.Client[pgx.Tx]
+	pool   *pgxpool.Pool
+	cfg    Config
+	logger *slog.Logger
+}
+
+var (
+	_ listener.Enqueuer = (*Client)(nil)
+	_ listener.Enqueuer = (*Enqueuer)(nil)
+)
+
+// NewClient validates cfg and builds the River client on pool: the queues
+// QueueKeys, QueueNotices and QueueMaintenance, the four workers, and the
+// periodic Reconcile (every ReconcileInterval) and PurgeReveals (every
+// PurgeInterval) jobs, which River runs on the leader only, once when it
+// becomes leader and then on schedule. Nothing runs until Start.
+//
+// pool must be a direct connection (River uses LISTEN/NOTIFY). Errors name
+// the Config field at fault.
+func NewClient(pool *pgxpool.Pool, cfg Config) (*Client, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("configuring jobs: %w", err)
+	}
+	logger := cfg.Logger.With("component", "jobs")
+	d := newDeps(pool, cfg, logger)
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &createKeyWorker{d: d})
+	river.AddWorker(workers, &deliverNoticeWorker{d: d})
+	river.AddWorker(workers, &reconcileWorker{d: d})
+	river.AddWorker(workers, &purgeRevealsWorker{d: d})
+
+	retention := cfg.CompletedJobRetention
+	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Schema: cfg.Schema,
+		Queues: map[string]river.QueueConfig{
+			QueueKeys:        {MaxWorkers: cfg.KeyWorkers},
+			QueueNotices:     {MaxWorkers: cfg.NoticeWorkers},
+			QueueMaintenance: {MaxWorkers: cfg.MaintenanceWorkers},
+		},
+		Workers:                     workers,
+		PeriodicJobs:                periodicJobs(cfg),
+		CompletedJobRetentionPeriod: retention,
+		CancelledJobRetentionPeriod: retention,
+		JobTimeout:                  cfg.JobTimeout,
+		MaxAttempts:                 cfg.CreateKeyMaxAttempts,
+		RetryPolicy:                 cfg.RetryPolicy,
+		FetchPollInterval:           cfg.FetchPollInterval,
+		FetchCooldown:               cfg.FetchCooldown,
+		Logger:                      cfg.Logger.With("component", "river"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configuring River: %w", err)
+	}
+	return &Client{
+		Enqueuer: newEnqueuer(rc, cfg.CreateKeyMaxAttempts),
+		rc:       rc,
+		pool:     pool,
+		cfg:      cfg,
+		logger:   logger,
+	}, nil
+}
+
+func periodicJobs(cfg Config) []*river.PeriodicJob {
+	return []*river.PeriodicJob{
+		river.NewPeriodicJob(river.PeriodicInterval(cfg.ReconcileInterval),
+			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{Reason: "periodic"}, nil },
+			&river.PeriodicJobOpts{ID: KindReconcile, RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(cfg.PurgeInterval),
+			func() (river.JobArgs, *river.InsertOpts) { return PurgeRevealsArgs{}, nil },
+			&river.PeriodicJobOpts{ID: KindPurgeReveals, RunOnStart: true}),
+	}
+}
+
+// River returns the River client, for River UI and for tests. Do not Start
+// or Stop it directly.
+func (c *Client) River() *river.Client[pgx.Tx] { return c.rc }
+
+// Start checks that the database is reachable, River's tables exist in
+// Schema and the users table has the configured columns, then starts
+// working jobs. ctx bounds only these checks: the client runs until Stop,
+// so that cancelling a signal context does not cancel jobs in flight (call
+// Stop to drain them).
+func (c *Client) Start(ctx context.Context) error {
+	if err := c.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("starting jobs: connecting to the database: %w", err)
+	}
+	var ok bool
+	if err := c.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`,
+		pgx.Identifier{c.cfg.Schema, "river_job"}.Sanitize()).Scan(&ok); err != nil {
+		return fmt.Errorf("starting jobs: looking for River's tables: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("starting jobs: River's tables are missing from schema %s: run `worker migrate`", c.cfg.Schema)
+	}
+	if err := c.cfg.Table.Check(ctx, c.pool); err != nil {
+		return fmt.Errorf("starting jobs: %w", err)
+	}
+	if c.cfg.EmailColumn != "" {
+		if err := c.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns
+			WHERE table_schema = $1 AND table_name = $2 AND column_name = $3)`,
+			c.cfg.Table.Schema, c.cfg.Table.Name, c.cfg.EmailColumn).Scan(&ok); err != nil {
+			return fmt.Errorf("starting jobs: looking for the email column: %w", err)
+		}
+		if !ok {
+			return fmt.Errorf("starting jobs: users table %s has no column %q: set the email column, or \"-\" if it has none", c.cfg.Table, c.cfg.EmailColumn)
+		}
+	}
+	if err := c.rc.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("starting River: %w", err)
+	}
+	c.logger.InfoContext(ctx, "jobs started", "schema", c.cfg.Schema, "users_table", c.cfg.Table.String(),
+		"senders", senderNames(c.cfg), "reconcile_interval", c.cfg.ReconcileInterval.String())
+	return nil
+}
+
+// Stop stops fetching jobs and waits for running ones to finish until ctx is
+// done; then it cancels the ones still running (they return to the queue and
+// run again later) and waits up to 10s for them to return. It is idempotent
+// and safe before Start.
+func (c *Client) Stop(ctx context.Context) error {
+	err := c.rc.Stop(ctx)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == nil {
+		return fmt.Errorf("stopping River: %w", err)
+	}
+	c.logger.WarnContext(ctx, "jobs still running at the stop deadline; cancelling them, they will run again")
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopAndCancelTimeout)
+	defer cancel()
+	if err := c.rc.StopAndCancel(cctx); err != nil {
+		return fmt.Errorf("stopping River: cancelled jobs did not return within %s: %w", stopAndCancelTimeout, err)
+	}
+	return nil
+}
+
+func senderNames(cfg Config) string {
+	names := make([]string, len(cfg.Senders))
+	for i, s := range cfg.Senders {
+		names[i] = s.Name()
+	}
+	return strings.Join(names, ",")
+}
+
+// Enqueuer inserts CreateKey and Reconcile jobs in the caller's transaction.
+// It implements listener.Enqueuer and is safe for concurrent use. A Client
+// embeds one; NewEnqueuer makes one that works no jobs, for processes that
+// only enqueue.
+type Enqueuer struct {
+	rc         *river.Client[pgx.Tx]
+	createOpts river.InsertOpts
+}
+
+// EnqueuerConfig configures NewEnqueuer.
+type EnqueuerConfig struct {
+	// Schema holds River's tables. Defaults to DefaultSchema.
+	Schema string
+	// CreateKeyMaxAttempts is Config.CreateKeyMaxAttempts. Defaults to
+	// DefaultCreateKeyMaxAttempts.
+	CreateKeyMaxAttempts int
+}
+
+// NewEnqueuer returns an Enqueuer on an insert-only River client (no
+// workers) over pool.
+func NewEnqueuer(pool *pgxpool.Pool, cfg EnqueuerConfig) (*Enqueuer, error) {
+	cfg.Schema = orDefault(cfg.Schema, DefaultSchema)
+	cfg.CreateKeyMaxAttempts = orDefault(cfg.CreateKeyMaxAttempts, DefaultCreateKeyMaxAttempts)
+	if !identRe.MatchString(cfg.Schema) {
+		return nil, fmt.Errorf("configuring enqueuer: Schema %q is invalid: use a lowercase SQL identifier", cfg.Schema)
+	}
+	if cfg.CreateKeyMaxAttempts < 1 || cfg.CreateKeyMaxAttempts > 100 {
+		return nil, fmt.Errorf("configuring enqueuer: CreateKeyMaxAttempts must be between 1 and 100, got %d", cfg.CreateKeyMaxAttempts)
+	}
+	rc, err := insertOnlyClient(pool, cfg.Schema)
+	if err != nil {
+		return nil, err
+	}
+	return newEnqueuer(rc, cfg.CreateKeyMaxAttempts), nil
+}
+
+func insertOnlyClient(pool *pgxpool.Pool, schema string) (*river.Client[pgx.Tx], error) {
+	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, fmt.Errorf("configuring River: %w", err)
+	}
+	return rc, nil
+}
+
+func newEnqueuer(rc *river.Client[pgx.Tx], createMaxAttempts int) *Enqueuer {
+	opts := CreateKeyArgs{}.InsertOpts()
+	opts.MaxAttempts = createMaxAttempts
+	return &Enqueuer{rc: rc, createOpts: opts}
+}
+
+// EnqueueSignupsTx inserts one CreateKey job per distinct user in signups,
+// in tx, with River's InsertManyTx (unique jobs, not COPY), and returns how
+// many were new: a user whose job is already waiting, running or retrying is
+// a duplicate, skipped without error, as is a user repeated in signups. It
+// filters nothing (the listener does).
+func (e *Enqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []listener.Signup) (int, error) {
+	ids := make([]string, 0, len(signups))
+	for _, s := range signups {
+		ids = append(ids, s.UserID)
+	}
+	n, _, err := e.enqueueUsersTx(ctx, tx, ids)
+	return n, err
+}
+
+// enqueueUsersTx inserts CreateKey jobs for the distinct ids and returns how
+// many were new and how many duplicates.
+func (e *Enqueuer) enqueueUsersTx(ctx context.Context, tx pgx.Tx, userIDs []string) (inserted, duplicates int, err error) {
+	seen := make(map[string]bool, len(userIDs))
+	params := make([]river.InsertManyParams, 0, len(userIDs))
+	for _, id := range userIDs {
+		id = strings.ToLower(id)
+		if seen[id] {
+			// One statement cannot insert the same unique job twice.
+			duplicates++
+			continue
+		}
+		seen[id] = true
+		params = append(params, river.InsertManyParams{Args: CreateKeyArgs{UserID: id}, InsertOpts: &e.createOpts})
+	}
+	if len(params) == 0 {
+		return 0, duplicates, nil
+	}
+	res, err := e.rc.InsertManyTx(ctx, tx, params)
+	if err != nil {
+		return 0, 0, fmt.Errorf("enqueuing %d create-key jobs: %w", len(params), err)
+	}
+	for _, r := range res {
+		if r.UniqueSkippedAsDuplicate {
+			duplicates++
+		} else {
+			inserted++
+		}
+	}
+	return inserted, duplicates, nil
+}
+
+// EnqueueReconcileTx inserts a Reconcile job in tx, with reason recorded in
+// its args, for when a signup source may have missed signups.
+func (e *Enqueuer) EnqueueReconcileTx(ctx context.Context, tx pgx.Tx, reason string) error {
+	if _, err := e.rc.InsertTx(ctx, tx, ReconcileArgs{Reason: reason}, nil); err != nil {
+		return fmt.Errorf("enqueuing a reconcile (%s): %w", reason, err)
+	}
+	return nil
+}
+
+// deps is what the workers share.
+type deps struct {
+	cfg        Config
+	pool       *pgxpool.Pool
+	logger     *slog.Logger
+	noticeOpts river.InsertOpts
+	createOpts river.InsertOpts
+	qUser      string // email and deleted flag of one user
+	qNotified  string // sinks that are done with a key
+}
+
+func newDeps(pool *pgxpool.Pool, cfg Config, logger *slog.Logger) *deps {
+	noticeOpts := DeliverNoticeArgs{}.InsertOpts()
+	noticeOpts.MaxAttempts = cfg.NoticeMaxAttempts
+	createOpts := CreateKeyArgs{}.InsertOpts()
+	createOpts.MaxAttempts = cfg.CreateKeyMaxAttempts
+
+	t := cfg.Table
+	email := "NULL::text"
+	if cfg.EmailColumn != "" {
+		email = "u." + users.Col(cfg.EmailColumn) + "::text"
+	}
+	deleted := "false"
+	if t.DeletedAtColumn != "" {
+		deleted = "u." + users.Col(t.DeletedAtColumn) + " IS NOT NULL"
+	}
+	return &deps{
+		cfg:        cfg,
+		pool:       pool,
+		logger:     logger,
+		noticeOpts: noticeOpts,
+		createOpts: createOpts,
+		qUser:      `SELECT ` + email + `, ` + deleted + ` FROM ` + t.Ident() + ` u WHERE u.` + users.Col(t.IDColumn) + ` = $1::uuid`,
+		qNotified: `SELECT DISTINCT detail->>'sink' FROM ` + pgx.Identifier{cfg.Schema, "key_events"}.Sanitize() + `
+			WHERE key_id = $1 AND event IN ('notified', 'notify_discarded') AND detail ? 'sink'`,
+	}
+}

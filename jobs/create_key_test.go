@@ -1,0 +1,468 @@
+package jobs_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/keyworker/keyworker/jobs"
+	"github.com/keyworker/keyworker/keystore"
+	"github.com/keyworker/keyworker/notify"
+)
+
+// TestEachUserGetsOneKeyAndOneNotice is the main path: signups enqueued
+// (with duplicates) become exactly one key and one signed webhook each.
+func TestEachUserGetsOneKeyAndOneNotice(t *testing.T) {
+	t.Parallel()
+	hook := newHookServer(t, nil)
+	f := setup(t, func(c *jobs.Config) {
+		c.Senders = []notify.Sender{hook.sender(t, 5*time.Second)}
+		c.KeyTTL = 24 * time.Hour
+	})
+	ctx := context.Background()
+	const n = 20
+	ids := f.newUsers(t, n)
+
+	// Duplicates within a batch and across batches are skipped, not errors.
+	if got := f.enqueueUsers(t, append(ids, ids[:5]...)...); got != n {
+		t.Fatalf("EnqueueSignupsTx = %d new, want %d", got, n)
+	}
+	if got := f.enqueueUsers(t, ids...); got != 0 {
+		t.Fatalf("second EnqueueSignupsTx = %d new, want 0", got)
+	}
+	f.start(t)
+	f.waitJobs(t, jobs.KindDeliverNotice, rivertype.JobStateCompleted, n, 20*time.Second)
+	f.waitIdle(t, 10*time.Second)
+
+	if got := count(t, f.db, `SELECT count(*) FROM keyworker.api_keys WHERE source = 'signup'`); got != n {
+		t.Fatalf("%d signup keys, want %d", got, n)
+	}
+	if got := count(t, f.db, `SELECT count(DISTINCT user_id) FROM keyworker.api_keys`); got != n {
+		t.Fatalf("keys for %d users, want %d", got, n)
+	}
+	if got := count(t, f.db, `SELECT count(*) FROM keyworker.api_keys
+		WHERE expires_at BETWEEN created_at + interval '23 hours 59 minutes' AND created_at + interval '24 hours 1 minute'`); got != n {
+		t.Fatalf("%d keys expire after KeyTTL, want %d", got, n)
+	}
+	reqs, bad := hook.snapshot()
+	if len(bad) > 0 {
+		t.Fatalf("badly signed webhooks: %v", bad)
+	}
+	if len(reqs) != n {
+		t.Fatalf("%d webhooks, want %d", len(reqs), n)
+	}
+	seen := map[string]bool{}
+	for _, r := range reqs {
+		var payload struct {
+			Type string `json:"type"`
+			Data struct {
+				KeyID     string `json:"key_id"`
+				UserID    string `json:"user_id"`
+				Last4     string `json:"last4"`
+				RevealURL string `json:"reveal_url"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(r.body, &payload); err != nil {
+			t.Fatal(err)
+		}
+		if r.id != "notice_"+payload.Data.KeyID || seen[r.id] {
+			t.Fatalf("webhook-id %q for key %s (duplicate: %v)", r.id, payload.Data.KeyID, seen[r.id])
+		}
+		seen[r.id] = true
+		info, err := f.store.Get(ctx, f.db, payload.Data.KeyID)
+		if err != nil || info.UserID != payload.Data.UserID || info.Last4 != payload.Data.Last4 || payload.Data.RevealURL != revealURL {
+			t.Fatalf("webhook %s does not describe its key: %+v, %+v, %v", r.id, payload.Data, info, err)
+		}
+	}
+	if got := count(t, f.db, `SELECT count(*) FROM keyworker.key_events WHERE event = 'notified' AND detail->>'sink' = 'webhook'`); got != n {
+		t.Fatalf("%d notified events, want %d", got, n)
+	}
+	// Job args hold ids only.
+	rows, err := f.db.Query(ctx, `SELECT args::text FROM keyworker.river_job WHERE kind IN ($1, $2)`, jobs.KindCreateKey, jobs.KindDeliverNotice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range args {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(a), &m); err != nil || len(m) != 1 || (m["user_id"] == nil && m["key_id"] == nil) {
+			t.Fatalf("job args %s hold more than an id", a)
+		}
+	}
+}
+
+// TestUsersWhoShouldNotHaveAKeyGetNone covers invariant 5: a user deleted
+// before the job runs, a soft-deleted and an anonymous user, and an id that
+// never existed complete as no-ops with the reason audited.
+func TestUsersWhoShouldNotHaveAKeyGetNone(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil)
+	ctx := context.Background()
+	gone := f.newUser(t, "")
+	soft := f.newUser(t, "deleted")
+	anon := f.newUser(t, "anonymous")
+	never := userID(userSeq.Add(1))
+	if got := f.enqueueUsers(t, gone, soft, anon, never); got != 4 {
+		t.Fatalf("enqueued %d", got)
+	}
+	if _, err := f.db.Exec(ctx, `DELETE FROM auth.users WHERE id = $1`, gone); err != nil {
+		t.Fatal(err)
+	}
+	f.start(t)
+	f.waitJobs(t, jobs.KindCreateKey, rivertype.JobStateCompleted, 4, 15*time.Second)
+
+	if got := count(t, f.db, `SELECT count(*) FROM keyworker.api_keys`); got != 0 {
+		t.Fatalf("%d keys made", got)
+	}
+	for user, want := range map[string]string{gone: "user_missing", soft: "user_deleted", anon: "user_anonymous", never: "user_missing"} {
+		if got := f.events(t, "user_id = $1", user); !slices.Equal(got, []string{"skipped:" + want}) {
+			t.Errorf("user %s events %v, want skipped:%s", user, got, want)
+		}
+	}
+	var jobID, attempt int64
+	if err := f.db.QueryRow(ctx, `SELECT job_id, attempt FROM keyworker.key_events WHERE user_id = $1`, soft).Scan(&jobID, &attempt); err != nil || jobID == 0 || attempt != 1 {
+		t.Fatalf("skipped event job %d attempt %d: %v", jobID, attempt, err)
+	}
+}
+
+// TestJobRerunAfterTheKeyExists simulates a crash after the key was
+// committed but before its job was completed: the job runs again, finds the
+// key, makes no second one, and the user gets exactly one notice. A later
+// duplicate job sends nothing more.
+func TestJobRerunAfterTheKeyExists(t *testing.T) {
+	t.Parallel()
+	hook := newHookServer(t, nil)
+	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{hook.sender(t, 5*time.Second)} })
+	ctx := context.Background()
+	user := f.newUser(t, "")
+	var made keystore.Created
+	if err := pgx.BeginFunc(ctx, f.db, func(tx pgx.Tx) error {
+		var err error
+		made, err = f.store.CreateTx(ctx, tx, keystore.NewKey{UserID: user}, keystore.Audit{JobID: 1, Attempt: 1})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.enqueueUsers(t, user)
+	f.start(t)
+	f.waitJobs(t, jobs.KindDeliverNotice, rivertype.JobStateCompleted, 1, 15*time.Second)
+
+	// Once more, after everything is done (completed jobs do not block a
+	// new CreateKey job for the same user).
+	if got := f.enqueueUsers(t, user); got != 1 {
+		t.Fatalf("re-enqueue after completion = %d, want 1", got)
+	}
+	f.waitJobs(t, jobs.KindCreateKey, rivertype.JobStateCompleted, 2, 15*time.Second)
+	f.waitIdle(t, 10*time.Second)
+
+	if got := count(t, f.db, `SELECT count(*) FROM keyworker.api_keys WHERE user_id = $1`, user); got != 1 {
+		t.Fatalf("%d keys, want 1", got)
+	}
+	reqs, _ := hook.snapshot()
+	if len(reqs) != 1 || reqs[0].id != "notice_"+made.ID {
+		t.Fatalf("webhooks %v, want one for %s", reqs, made.ID)
+	}
+	want := []string{"created", "skipped:key_exists", "notified:webhook", "skipped:key_exists"}
+	if got := f.events(t, "key_id = $1", made.ID); !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+}
+
+// TestNoticeRetriesUntilDelivered: the webhook answers 500, then 429 with
+// Retry-After, then too slowly, then 200. The notice arrives with one
+// webhook-id throughout, the email sink (which succeeded first time) is not
+// sent again, and key_events tells the story.
+func TestNoticeRetriesUntilDelivered(t *testing.T) {
+	t.Parallel()
+	hook := newHookServer(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		switch n {
+		case 1:
+			http.Error(w, "boom", http.StatusInternalServerError)
+		case 2:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+		case 3:
+			select { // longer than the sender's 300ms timeout
+			case <-r.Context().Done():
+			case <-time.After(2 * time.Second):
+			}
+		default:
+			w.WriteHeader(http.StatusOK)
+		}
+	})
+	mail := newSMTPServer(t)
+	var events eventRecorder
+	f := setup(t, func(c *jobs.Config) {
+		c.Senders = []notify.Sender{hook.sender(t, 300*time.Millisecond), mail.sender(t)}
+		c.OnEvent = events.record
+	})
+	user := f.newUser(t, "")
+	f.enqueueUsers(t, user)
+	start := time.Now()
+	f.start(t)
+	f.waitJobs(t, jobs.KindDeliverNotice, rivertype.JobStateCompleted, 1, 20*time.Second)
+	if time.Since(start) < time.Second {
+		t.Fatal("delivered before the 1s Retry-After passed")
+	}
+
+	reqs, bad := hook.snapshot()
+	if len(bad) > 0 || len(reqs) != 4 {
+		t.Fatalf("%d webhook requests (bad signatures %v), want 4", len(reqs), bad)
+	}
+	for _, r := range reqs {
+		if r.id != reqs[0].id || string(r.body) != string(reqs[0].body) {
+			t.Fatalf("retries changed the webhook-id or payload: %q vs %q", r.id, reqs[0].id)
+		}
+	}
+	if got := len(mail.messages()); got != 1 {
+		t.Fatalf("%d emails, want 1 (a sink that succeeded must not be sent again)", got)
+	}
+	keyID := strings.TrimPrefix(reqs[0].id, "notice_")
+	want := []string{"created", "notified:email", "notify_failed:webhook", "notify_failed:webhook", "notify_failed:webhook", "notified:webhook"}
+	if got := f.events(t, "key_id = $1", keyID); !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+	ctx := context.Background()
+	var retryIn, errText string
+	if err := f.db.QueryRow(ctx, `SELECT detail->>'retry_in', detail->>'error' FROM keyworker.key_events
+		WHERE key_id = $1 AND event = 'notify_failed' ORDER BY id OFFSET 1 LIMIT 1`, keyID).Scan(&retryIn, &errText); err != nil {
+		t.Fatal(err)
+	}
+	if retryIn != "1s" || !strings.Contains(errText, "429") {
+		t.Fatalf("the 429's event: retry_in %q, error %q", retryIn, errText)
+	}
+	var snoozes int
+	if err := f.db.QueryRow(ctx, `SELECT coalesce((metadata->>'snoozes')::int, 0) FROM keyworker.river_job WHERE kind = $1`, jobs.KindDeliverNotice).Scan(&snoozes); err != nil || snoozes != 1 {
+		t.Fatalf("snoozes = %d, %v; want 1", snoozes, err)
+	}
+	wantEvents := []string{"key_created", "notice_sent:email", "notice_failed:webhook", "notice_failed:webhook", "notice_failed:webhook", "notice_sent:webhook"}
+	if got := events.list(); !slices.Equal(got, wantEvents) {
+		t.Fatalf("OnEvent saw %v, want %v", got, wantEvents)
+	}
+}
+
+// eventRecorder collects OnEvent calls of keys and notices as "kind:sink".
+type eventRecorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *eventRecorder) record(e jobs.Event) {
+	if e.Kind == jobs.EventReconcileFound { // the leader's, whenever it runs
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := string(e.Kind)
+	if e.Sink != "" {
+		s += ":" + e.Sink
+	}
+	r.events = append(r.events, s)
+}
+
+func (r *eventRecorder) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
+// TestNoticeGoneIsCancelled: a webhook answering 410 Gone is not retried; the
+// job is cancelled and the reason recorded.
+func TestNoticeGoneIsCancelled(t *testing.T) {
+	t.Parallel()
+	hook := newHookServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "endpoint removed", http.StatusGone)
+	})
+	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{hook.sender(t, 5*time.Second)} })
+	user := f.newUser(t, "")
+	f.enqueueUsers(t, user)
+	f.start(t)
+	f.waitJobs(t, jobs.KindDeliverNotice, rivertype.JobStateCancelled, 1, 15*time.Second)
+	if reqs, _ := hook.snapshot(); len(reqs) != 1 {
+		t.Fatalf("%d requests, want 1", len(reqs))
+	}
+	var reason string
+	if err := f.db.QueryRow(context.Background(), `SELECT detail->>'reason' FROM keyworker.key_events
+		WHERE user_id = $1 AND event = 'notify_discarded' AND detail->>'sink' = 'webhook'`, user).Scan(&reason); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(reason, "410") {
+		t.Fatalf("discard reason %q does not name the 410", reason)
+	}
+}
+
+// TestSnoozesAreCapped: a sink that always answers 429 with Retry-After would
+// be snoozed forever (snoozes do not use up River attempts); the worker gives
+// up after NoticeMaxAttempts tries.
+func TestSnoozesAreCapped(t *testing.T) {
+	t.Parallel()
+	hook := newHookServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "later", http.StatusTooManyRequests)
+	})
+	f := setup(t, func(c *jobs.Config) {
+		c.Senders = []notify.Sender{hook.sender(t, 5*time.Second)}
+		c.NoticeMaxAttempts = 3
+	})
+	user := f.newUser(t, "")
+	f.enqueueUsers(t, user)
+	f.start(t)
+	f.waitJobs(t, jobs.KindDeliverNotice, rivertype.JobStateCancelled, 1, 20*time.Second)
+	if reqs, _ := hook.snapshot(); len(reqs) != 3 {
+		t.Fatalf("%d requests, want 3", len(reqs))
+	}
+	got := f.events(t, "user_id = $1 AND event LIKE 'notify%'", user)
+	want := []string{"notify_failed:webhook", "notify_failed:webhook", "notify_discarded:webhook"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+	var reason string
+	if err := f.db.QueryRow(context.Background(), `SELECT detail->>'reason' FROM keyworker.key_events WHERE user_id = $1 AND event = 'notify_discarded'`, user).Scan(&reason); err != nil || reason != "gave up after 3 tries" {
+		t.Fatalf("discard reason %q, %v", reason, err)
+	}
+}
+
+// TestEmailNoticeCarriesTheKeyButNotTheSecret: the email goes to the address
+// the users table holds when the notice is sent, and names the key id, last
+// 4 and pick-up link, never the key.
+func TestEmailNoticeCarriesTheKeyButNotTheSecret(t *testing.T) {
+	t.Parallel()
+	mail := newSMTPServer(t)
+	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{mail.sender(t)} })
+	ctx := context.Background()
+	user := f.newUser(t, "")
+	f.enqueueUsers(t, user)
+	if _, err := f.db.Exec(ctx, `UPDATE auth.users SET email = 'changed@example.com' WHERE id = $1`, user); err != nil {
+		t.Fatal(err)
+	}
+	f.start(t)
+	f.waitJobs(t, jobs.KindDeliverNotice, rivertype.JobStateCompleted, 1, 15*time.Second)
+	msgs := mail.messages()
+	if len(msgs) != 1 || !slices.Equal(msgs[0].to, []string{"changed@example.com"}) {
+		t.Fatalf("emails %+v, want one to changed@example.com", msgs)
+	}
+	r, err := f.store.Reveal(ctx, f.db, user, keystore.Audit{Actor: keystore.ActorUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := decodedMail(t, msgs[0].data)
+	for _, want := range []string{r.KeyID, r.Last4, revealURL} {
+		if !strings.Contains(text, want) {
+			t.Errorf("email lacks %q", want)
+		}
+	}
+	secret := secretOf(t, r.Plaintext())
+	for _, s := range []string{r.Plaintext(), secret, secret[:20], secret[20:]} {
+		if strings.Contains(text, s) || strings.Contains(string(msgs[0].data), s) {
+			t.Fatal("the email contains the key or its secret")
+		}
+	}
+}
+
+// TestConfigErrorsNameTheField checks NewClient's validation.
+func TestConfigErrorsNameTheField(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil)
+	hook := newHookServer(t, nil)
+	for _, c := range []struct {
+		edit func(*jobs.Config)
+		want string
+	}{
+		{func(c *jobs.Config) { c.Store = nil }, "Store is required"},
+		{func(c *jobs.Config) { c.Schema = "other" }, "Store works in schema"},
+		{func(c *jobs.Config) { c.Senders = []notify.Sender{hook.sender(t, time.Second)}; c.RevealURL = "" }, "RevealURL"},
+		{func(c *jobs.Config) {
+			c.Senders = []notify.Sender{hook.sender(t, time.Second), hook.sender(t, time.Second)}
+		}, `two senders named "webhook"`},
+		{func(c *jobs.Config) { c.KeyWorkers = -1 }, "KeyWorkers must be between 1 and 1000, got -1"},
+		{func(c *jobs.Config) { c.NoticeMaxAttempts = 500 }, "NoticeMaxAttempts must be between 1 and 100, got 500"},
+		{func(c *jobs.Config) { c.JobTimeout = time.Millisecond }, "JobTimeout must be between 1s and 1h0m0s, got 1ms"},
+		{func(c *jobs.Config) { c.ReconcileInterval = 48 * time.Hour }, "ReconcileInterval"},
+		{func(c *jobs.Config) { c.CompletedJobRetention = time.Second }, "CompletedJobRetention"},
+		{func(c *jobs.Config) { c.EmailColumn = "E-mail" }, "EmailColumn"},
+		{func(c *jobs.Config) { c.Table.Name = "Users" }, "Table"},
+		{func(c *jobs.Config) { c.KeyTTL = time.Second }, "KeyTTL must be 0 (keys do not expire) or at least 1m, got 1s"},
+	} {
+		cfg := jobs.Config{Store: f.store, RevealURL: revealURL}
+		c.edit(&cfg)
+		if _, err := jobs.NewClient(f.db, cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("NewClient: %v, want an error containing %q", err, c.want)
+		}
+	}
+}
+
+// TestStartChecksAndStopIsIdempotent: Stop before Start and twice is fine;
+// Start refuses a users table without the email column.
+func TestStartChecksAndStopIsIdempotent(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil)
+	ctx := context.Background()
+	if err := f.client.Stop(ctx); err != nil {
+		t.Fatalf("Stop before Start: %v", err)
+	}
+	bad, err := jobs.NewClient(f.db, jobs.Config{Store: f.store, EmailColumn: "mail"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Start(ctx); err == nil || !strings.Contains(err.Error(), `no column "mail"`) {
+		t.Fatalf("Start with a missing email column: %v", err)
+	}
+	f.start(t)
+	for range 2 {
+		if err := f.client.Stop(ctx); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+	}
+}
+
+// TestStopCancelsJobsStillRunningAtTheDeadline: Stop waits for running jobs
+// until its context ends, then cancels them; the cancelled job goes back to
+// the queue to run again, without using up an attempt.
+func TestStopCancelsJobsStillRunningAtTheDeadline(t *testing.T) {
+	t.Parallel()
+	entered := make(chan struct{}, 1)
+	hook := newHookServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	})
+	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{hook.sender(t, 10*time.Second)} })
+	user := f.newUser(t, "")
+	f.enqueueUsers(t, user)
+	f.start(t)
+	select {
+	case <-entered:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the notice was never sent")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := f.client.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Stop took %s", d)
+	}
+	var state string
+	var attempt int
+	if err := f.db.QueryRow(context.Background(), `SELECT state::text, attempt FROM keyworker.river_job WHERE kind = $1`, jobs.KindDeliverNotice).Scan(&state, &attempt); err != nil {
+		t.Fatal(err)
+	}
+	if state != string(rivertype.JobStateAvailable) || attempt != 0 {
+		t.Fatalf("the interrupted notice job is %s at attempt %d, want available at 0", state, attempt)
+	}
+}

@@ -1,0 +1,209 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/keyworker/keyworker/users"
+)
+
+// ReplayOptions configures Replay.
+type ReplayOptions struct {
+	// Schema holds keyworker's and River's tables. Defaults to DefaultSchema.
+	Schema string
+	// Table is the users table. Empty fields take users.Table's defaults.
+	Table users.Table
+	// IncludeAnonymous admits anonymous users.
+	IncludeAnonymous bool
+	// Since admits users created at or after it. Nil means the installation
+	// time (users.InstalledAt); a pointer to the zero time means every user.
+	Since *time.Time
+	// Until, when set, admits only users created before it.
+	Until *time.Time
+	// DryRun counts the users without enqueuing anything.
+	DryRun bool
+	// PageSize is how many users are read and enqueued per transaction.
+	// Defaults to ReconcilePageSize (1000).
+	PageSize int
+	// CreateKeyMaxAttempts is the jobs' max attempts. Defaults to
+	// DefaultCreateKeyMaxAttempts.
+	CreateKeyMaxAttempts int
+	// Progress, when set, is called after each page with the running totals.
+	Progress func(found, enqueued int)
+	// Logger receives one line per run. Defaults to discarding.
+	Logger *slog.Logger
+}
+
+// ReplayResult counts what a reconcile or replay did.
+type ReplayResult struct {
+	// Found is how many eligible users without a signup key there were.
+	Found int `json:"found"`
+	// Enqueued is how many CreateKey jobs were inserted.
+	Enqueued int `json:"enqueued"`
+	// Duplicates is how many users already had a CreateKey job waiting,
+	// running or retrying.
+	Duplicates int `json:"duplicates"`
+	// Since is the lower bound used (zero: none).
+	Since time.Time `json:"since"`
+}
+
+// Replay finds every eligible user without a signup key (created in
+// [Since, Until), not deleted, not anonymous unless IncludeAnonymous) and
+// inserts a CreateKey job for each, page by page (one transaction per
+// page), through the same code as the periodic Reconcile job. Users whose
+// job is already queued count as Duplicates; running it twice enqueues
+// nothing new. It needs no running Client: jobs wait for a worker.
+func Replay(ctx context.Context, pool *pgxpool.Pool, opts ReplayOptions) (ReplayResult, error) {
+	opts.Schema = orDefault(opts.Schema, DefaultSchema)
+	opts.Table = opts.Table.WithDefaults()
+	opts.CreateKeyMaxAttempts = orDefault(opts.CreateKeyMaxAttempts, DefaultCreateKeyMaxAttempts)
+	if !identRe.MatchString(opts.Schema) {
+		return ReplayResult{}, fmt.Errorf("replaying: Schema %q is invalid: use a lowercase SQL identifier", opts.Schema)
+	}
+	if err := opts.Table.Validate(); err != nil {
+		return ReplayResult{}, fmt.Errorf("replaying: %w", err)
+	}
+	if opts.CreateKeyMaxAttempts < 1 || opts.CreateKeyMaxAttempts > 100 {
+		return ReplayResult{}, fmt.Errorf("replaying: CreateKeyMaxAttempts must be between 1 and 100, got %d", opts.CreateKeyMaxAttempts)
+	}
+	rc, err := insertOnlyClient(pool, opts.Schema)
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	start := time.Now()
+	res, err := reconcile(ctx, pool, newEnqueuer(rc, opts.CreateKeyMaxAttempts), opts)
+	if opts.Logger != nil {
+		attrs := []any{"component", "jobs", "dry_run", opts.DryRun, "found", res.Found, "enqueued", res.Enqueued,
+			"duplicates", res.Duplicates, "since", res.Since, "duration", time.Since(start).Round(time.Millisecond).String()}
+		if err != nil {
+			opts.Logger.ErrorContext(ctx, "replay failed", append(attrs, "error", err.Error())...)
+		} else {
+			opts.Logger.InfoContext(ctx, "replayed", attrs...)
+		}
+	}
+	return res, err
+}
+
+// reconcile is the page loop shared by Replay and the Reconcile job.
+func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts ReplayOptions) (ReplayResult, error) {
+	if opts.PageSize <= 0 {
+		opts.PageSize = ReconcilePageSize
+	}
+	var res ReplayResult
+	if opts.Since == nil {
+		at, err := users.InstalledAt(ctx, pool, opts.Schema)
+		if err != nil {
+			return res, err
+		}
+		res.Since = at
+	} else {
+		res.Since = *opts.Since
+	}
+	elig := users.Eligibility{Since: res.Since, IncludeAnonymous: opts.IncludeAnonymous}
+	if opts.Until != nil {
+		elig.Until = *opts.Until
+	}
+	after := ""
+	for {
+		page, err := opts.Table.FindMissing(ctx, pool, opts.Schema, elig, after, opts.PageSize)
+		if err != nil {
+			return res, err
+		}
+		res.Found += len(page)
+		if len(page) > 0 && !opts.DryRun {
+			ids := make([]string, len(page))
+			for i, m := range page {
+				ids[i] = m.UserID
+			}
+			var inserted, dups int
+			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				var err error
+				inserted, dups, err = e.enqueueUsersTx(ctx, tx, ids)
+				return err
+			})
+			if err != nil {
+				return res, err
+			}
+			res.Enqueued += inserted
+			res.Duplicates += dups
+		}
+		if opts.Progress != nil {
+			opts.Progress(res.Found, res.Enqueued)
+		}
+		if len(page) < opts.PageSize {
+			return res, nil
+		}
+		after = page[len(page)-1].UserID
+	}
+}
+
+// reconcileWorker runs ReconcileArgs: Replay's code inside a job, with the
+// counts recorded as the job's output (River UI shows them) and logged.
+type reconcileWorker struct {
+	river.WorkerDefaults[ReconcileArgs]
+	d *deps
+}
+
+func (w *reconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration { return ReconcileTimeout }
+
+// reconcileOutput is the recorded output of a Reconcile job.
+type reconcileOutput struct {
+	Reason string     `json:"reason"`
+	DryRun bool       `json:"dry_run,omitempty"`
+	Until  *time.Time `json:"until,omitempty"`
+	ReplayResult
+}
+
+func (w *reconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs]) error {
+	d := w.d
+	start := time.Now()
+	res, err := reconcile(ctx, d.pool, &Enqueuer{rc: river.ClientFromContext[pgx.Tx](ctx), createOpts: d.createOpts}, ReplayOptions{
+		Schema:           d.cfg.Schema,
+		Table:            d.cfg.Table,
+		IncludeAnonymous: d.cfg.IncludeAnonymous,
+		Since:            job.Args.Since,
+		Until:            job.Args.Until,
+		DryRun:           job.Args.DryRun,
+	})
+	if err != nil {
+		return fmt.Errorf("reconciling (%s): %w", job.Args.Reason, err)
+	}
+	if err := river.RecordOutput(ctx, reconcileOutput{Reason: job.Args.Reason, DryRun: job.Args.DryRun, Until: job.Args.Until, ReplayResult: res}); err != nil {
+		return fmt.Errorf("recording the reconcile's output: %w", err)
+	}
+	d.emit(Event{Kind: EventReconcileFound, Count: res.Found, Enqueued: res.Enqueued})
+	level := slog.LevelDebug
+	if res.Found > 0 {
+		level = slog.LevelInfo
+	}
+	d.logger.Log(ctx, level, "reconciled", "job_id", job.ID, "reason", job.Args.Reason, "dry_run", job.Args.DryRun,
+		"found", res.Found, "enqueued", res.Enqueued, "duplicates", res.Duplicates,
+		"since", res.Since, "duration", time.Since(start).Round(time.Millisecond).String())
+	return nil
+}
+
+// purgeRevealsWorker deletes sealed secrets past their pick-up window.
+type purgeRevealsWorker struct {
+	river.WorkerDefaults[PurgeRevealsArgs]
+	d *deps
+}
+
+func (w *purgeRevealsWorker) Work(ctx context.Context, job *river.Job[PurgeRevealsArgs]) error {
+	n, err := w.d.cfg.Store.PurgeExpiredReveals(ctx, w.d.pool)
+	if err != nil {
+		return err
+	}
+	if err := river.RecordOutput(ctx, map[string]int{"purged": n}); err != nil {
+		return fmt.Errorf("recording the purge's output: %w", err)
+	}
+	if n > 0 {
+		w.d.logger.InfoContext(ctx, "expired reveals purged", "job_id", job.ID, "purged", n)
+	}
+	return nil
+}

@@ -1,0 +1,242 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keyworker/keyworker/keys"
+)
+
+// CreateTx makes a key in the caller's transaction and seals its secret into
+// key_reveals for a one-time pick-up (Reveal) until RevealTTL passes. It
+// records a 'created' event in the same transaction. nk.Source defaults to
+// SourceSignup.
+//
+// A user has at most one signup key: when one exists (made before, or by a
+// concurrent transaction that committed first), CreateTx makes nothing and
+// returns the existing key's metadata with Existing set. The plaintext never
+// leaves CreateTx except sealed.
+//
+// Errors wrap ErrInvalid (malformed nk or a), ErrUserNotFound (no such user),
+// or the database error; an error leaves tx aborted.
+func (s *Store) CreateTx(ctx context.Context, tx pgx.Tx, nk NewKey, a Audit) (Created, error) {
+	if nk.Source == "" {
+		nk.Source = SourceSignup
+	}
+	now := s.Now()
+	c, k, err := s.insert(ctx, tx, nk, a, now)
+	if err != nil || c.Existing {
+		return c, err
+	}
+	box, err := s.sealer.Seal(k.ID, []byte(k.Plaintext()))
+	if err != nil {
+		return Created{}, fmt.Errorf("creating key %s: %w", k.ID, err)
+	}
+	c.RevealExpiresAt = now.Add(s.ttl)
+	if _, err := tx.Exec(ctx, s.q.insertReveal, k.ID, nk.UserID, box, now, c.RevealExpiresAt); err != nil {
+		return Created{}, fmt.Errorf("creating key %s: storing the sealed secret: %w", k.ID, err)
+	}
+	if err := s.writeEvent(ctx, tx, now, createdEvent(c), a); err != nil {
+		return Created{}, fmt.Errorf("creating key %s: %w", k.ID, err)
+	}
+	return c, nil
+}
+
+// CreateWithPlaintext makes a key (nk.Source defaults to, and must be,
+// SourceManual) in its own transaction on db, records a 'created' event, and
+// returns the plaintext, for the operator's terminal only: nothing is
+// sealed, so the key cannot be revealed later. Errors are as CreateTx's.
+func (s *Store) CreateWithPlaintext(ctx context.Context, db Beginner, nk NewKey, a Audit) (Created, string, error) {
+	if nk.Source == "" {
+		nk.Source = SourceManual
+	}
+	if nk.Source != SourceManual {
+		return Created{}, "", invalid("CreateWithPlaintext makes manual keys only, got source %q", nk.Source)
+	}
+	var c Created
+	var plaintext string
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		now := s.Now()
+		var k *keys.Key
+		var err error
+		c, k, err = s.insert(ctx, tx, nk, a, now)
+		if err != nil {
+			return err
+		}
+		if err := s.writeEvent(ctx, tx, now, createdEvent(c), a); err != nil {
+			return fmt.Errorf("creating key %s: %w", k.ID, err)
+		}
+		plaintext = k.Plaintext()
+		return nil
+	})
+	if err != nil {
+		return Created{}, "", err
+	}
+	return c, plaintext, nil
+}
+
+// Rotate replaces key keyID: in one transaction it makes a manual key for the
+// same user with the same name (and, when the old key expires, the same
+// lifetime from now), schedules the old key's revocation at now+overlap or
+// its expiry, whichever is first (an earlier scheduled revocation stays), and
+// records 'created' for the new key and 'rotated' for the old one. It
+// returns the new key and its plaintext, for the operator's terminal only.
+//
+// Errors wrap ErrNotFound, ErrRevoked (the old key is already revoked) or
+// ErrInvalid (negative overlap).
+func (s *Store) Rotate(ctx context.Context, db Beginner, keyID string, overlap time.Duration, a Audit) (Created, string, error) {
+	if err := checkKeyID(keyID); err != nil {
+		return Created{}, "", err
+	}
+	if overlap < 0 {
+		return Created{}, "", invalid("rotation overlap must not be negative, got %s", overlap)
+	}
+	var c Created
+	var plaintext string
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		now := s.Now()
+		old, err := scanInfo(tx.QueryRow(ctx, s.q.lockForRotate, keyID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("rotating key %s: %w", keyID, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("rotating key %s: %w", keyID, err)
+		}
+		if old.RevokedAt != nil && !old.RevokedAt.After(now) {
+			return fmt.Errorf("rotating key %s: %w", keyID, ErrRevoked)
+		}
+		nk := NewKey{UserID: old.UserID, Name: old.Name, Source: SourceManual, RotatedFrom: old.ID}
+		if old.ExpiresAt != nil {
+			lifetime := old.ExpiresAt.Sub(old.CreatedAt)
+			if lifetime < time.Minute {
+				lifetime = time.Minute
+			}
+			exp := now.Add(lifetime)
+			nk.ExpiresAt = &exp
+		}
+		var k *keys.Key
+		c, k, err = s.insert(ctx, tx, nk, a, now)
+		if err != nil {
+			return fmt.Errorf("rotating key %s: %w", keyID, err)
+		}
+		revokeAt := now.Add(overlap)
+		if old.ExpiresAt != nil && old.ExpiresAt.Before(revokeAt) {
+			revokeAt = *old.ExpiresAt
+		}
+		var revokedAt time.Time
+		if err := tx.QueryRow(ctx, s.q.scheduleRevoke, keyID, revokeAt).Scan(&revokedAt); err != nil {
+			return fmt.Errorf("rotating key %s: scheduling its revocation: %w", keyID, err)
+		}
+		if err := s.writeEvent(ctx, tx, now, createdEvent(c), a); err != nil {
+			return fmt.Errorf("rotating key %s: %w", keyID, err)
+		}
+		if err := s.writeEvent(ctx, tx, now, eventOf("rotated", old.ID, old.UserID, map[string]any{
+			"new_key_id": c.ID,
+			"revoked_at": revokedAt.UTC(),
+			"overlap":    overlap.String(),
+		}), a); err != nil {
+			return fmt.Errorf("rotating key %s: %w", keyID, err)
+		}
+		plaintext = k.Plaintext()
+		return nil
+	})
+	if err != nil {
+		return Created{}, "", err
+	}
+	return c, plaintext, nil
+}
+
+// insert validates nk, generates a key and inserts its row. For a signup key
+// that already exists it returns the existing key with Existing set and a nil
+// *keys.Key.
+func (s *Store) insert(ctx context.Context, tx Querier, nk NewKey, a Audit, now time.Time) (Created, *keys.Key, error) {
+	if err := s.checkNewKey(&nk, now); err != nil {
+		return Created{}, nil, err
+	}
+	if _, err := a.actor(); err != nil {
+		return Created{}, nil, err
+	}
+	k, err := keys.Generator{Now: s.now}.Generate(s.prefix)
+	if err != nil {
+		return Created{}, nil, fmt.Errorf("creating key: %w", err)
+	}
+	var id string
+	err = tx.QueryRow(ctx, s.q.insertKey, k.ID, nk.UserID, nk.Name, k.Prefix, k.Hash, k.Salt, k.HashVersion,
+		k.Last4, nk.Source, now, nk.ExpiresAt, nullable(nk.RotatedFrom)).Scan(&id)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		// ON CONFLICT DO NOTHING: the user has a signup key already.
+		var revealExp *time.Time
+		i, err := scanInfo(tx.QueryRow(ctx, s.q.existingSignup, nk.UserID), &revealExp)
+		if err != nil {
+			return Created{}, nil, fmt.Errorf("reading the existing signup key of user %s: %w", nk.UserID, err)
+		}
+		c := createdFromInfo(i)
+		if revealExp != nil {
+			c.RevealExpiresAt = revealExp.UTC()
+		}
+		c.Existing = true
+		return c, nil, nil
+	case isPgCode(err, "23503"): // foreign_key_violation: no such user
+		return Created{}, nil, fmt.Errorf("creating key for user %s: %w", nk.UserID, ErrUserNotFound)
+	case err != nil:
+		return Created{}, nil, fmt.Errorf("creating key for user %s: %w", nk.UserID, err)
+	}
+	return Created{
+		ID: k.ID, UserID: nk.UserID, Name: nk.Name, Prefix: k.Prefix, Last4: k.Last4, Source: nk.Source,
+		CreatedAt: now, ExpiresAt: nk.ExpiresAt, RotatedFrom: nk.RotatedFrom,
+	}, k, nil
+}
+
+func (s *Store) checkNewKey(nk *NewKey, now time.Time) error {
+	if err := checkUserID(nk.UserID); err != nil {
+		return err
+	}
+	nk.UserID = strings.ToLower(nk.UserID)
+	if nk.Name == "" {
+		nk.Name = DefaultName
+	}
+	if n := len([]rune(nk.Name)); n > maxNameLen {
+		return invalid("key name is %d characters long, the limit is %d", n, maxNameLen)
+	}
+	if nk.Source != SourceSignup && nk.Source != SourceManual {
+		return invalid("key source %q is not one of signup, manual", nk.Source)
+	}
+	if nk.ExpiresAt != nil {
+		exp := nk.ExpiresAt.UTC().Truncate(time.Microsecond)
+		if !exp.After(now) {
+			return invalid("key expiry %s is not in the future", exp.Format(time.RFC3339))
+		}
+		nk.ExpiresAt = &exp
+	}
+	if nk.RotatedFrom != "" && !keyIDRe.MatchString(nk.RotatedFrom) {
+		return invalid("rotated-from key id must be 27 base62 characters")
+	}
+	return nil
+}
+
+func createdFromInfo(i Info) Created {
+	return Created{
+		ID: i.ID, UserID: i.UserID, Name: i.Name, Prefix: i.Prefix, Last4: i.Last4, Source: i.Source,
+		CreatedAt: i.CreatedAt, ExpiresAt: i.ExpiresAt, RotatedFrom: i.RotatedFrom,
+	}
+}
+
+func createdEvent(c Created) event {
+	d := map[string]any{"source": c.Source, "name": c.Name, "prefix": c.Prefix, "last4": c.Last4}
+	if c.ExpiresAt != nil {
+		d["expires_at"] = c.ExpiresAt.UTC()
+	}
+	if !c.RevealExpiresAt.IsZero() {
+		d["reveal_expires_at"] = c.RevealExpiresAt.UTC()
+	}
+	if c.RotatedFrom != "" {
+		d["rotated_from"] = c.RotatedFrom
+	}
+	return eventOf("created", c.ID, c.UserID, d)
+}
