@@ -1,0 +1,247 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Logical reads signups from a logical replication slot (pgoutput) and hands
+// them off to the Enqueuer. See the package documentation for the flow and
+// the exactly-once argument. Its methods are safe for concurrent use.
+type Logical struct {
+	cfg             Config
+	log             *slog.Logger
+	checkpointTable string
+	st              tracker
+
+	mu      sync.Mutex
+	started bool
+	stopped bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+	pool    *pgxpool.Pool
+	ownPool bool
+	facts   serverFacts
+
+	// afterCommit, when set (by tests), runs after each hand-off commits
+	// and before its position is published; returning true simulates a
+	// crash there: nothing more is acknowledged and the source stops.
+	afterCommit func(pglogrepl.LSN) bool
+	// startAtSlot (tests) starts replication at the slot's confirmed
+	// position instead of the checkpoint, so the server resends what the
+	// checkpoint already covers.
+	startAtSlot bool
+}
+
+// errCrashed ends a session that a test made crash.
+var errCrashed = errors.New("simulated crash between commit and acknowledgement")
+
+// NewLogical checks cfg and returns a source that has not started.
+func NewLogical(cfg Config) (*Logical, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	l := &Logical{
+		cfg:             cfg,
+		log:             cfg.Logger.With("component", "listener", "mode", "logical", "slot", cfg.SlotName),
+		checkpointTable: pgx.Identifier{cfg.Schema, "replication_checkpoints"}.Sanitize(),
+	}
+	l.st.s = Status{Mode: "logical", Role: RoleIdle, Slot: cfg.SlotName, Publication: cfg.PublicationName}
+	return l, nil
+}
+
+// Start runs the preflight (server settings, privileges, the users table,
+// the publication, the slot, a replication handshake), creating the
+// publication and the slot when they are missing and this role may, then
+// streams in background goroutines until Stop is called or ctx ends. It
+// returns a *PreflightError (matching one of the Err* sentinels) when a
+// precondition fails. Errors after Start are retried with backoff and
+// reported through Status.
+func (l *Logical) Start(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.started || l.stopped {
+		return errors.New("starting the logical listener: it was already started or stopped")
+	}
+	if reason := poolerReason(l.cfg.ConnString); reason != "" {
+		return poolerError(reason, nil)
+	}
+	l.pool = l.cfg.Pool
+	if l.pool == nil {
+		pool, err := pgxpool.New(ctx, l.cfg.ConnString)
+		if err != nil {
+			return fmt.Errorf("opening a pool: %w", err)
+		}
+		l.pool, l.ownPool = pool, true
+	}
+	fail := func(err error) error {
+		if l.ownPool {
+			l.pool.Close()
+		}
+		return err
+	}
+	if err := l.pool.Ping(ctx); err != nil {
+		return fail(fmt.Errorf("connecting to the database: %w", err))
+	}
+	if err := l.preflight(ctx); err != nil {
+		return fail(err)
+	}
+	if timeout := time.Duration(l.facts.walSenderTimeout) * time.Millisecond; timeout > 0 && l.cfg.StatusInterval > timeout/3 {
+		// The server drops a client silent for wal_sender_timeout.
+		l.cfg.StatusInterval = max(timeout/3, MinStatusInterval)
+	}
+	start, err := l.ensureSlot(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	l.st.update(func(s *Status) { s.Checkpoint = start.checkpoint; s.Confirmed = start.confirmed })
+	runCtx, cancel := context.WithCancel(ctx)
+	l.cancel = cancel
+	l.done = make(chan struct{})
+	l.started = true
+	go l.run(runCtx)
+	l.log.Info("logical listener started", "publication", l.cfg.PublicationName, "table", l.cfg.Table.String(), "checkpoint", start.checkpoint.String())
+	return nil
+}
+
+// Stop stops streaming: the hand-off in flight finishes (within
+// HandOffTimeout), the last committed position is acknowledged to the
+// server, and the connections close. It is idempotent and safe to call
+// before Start.
+func (l *Logical) Stop() {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return
+	}
+	l.stopped = true
+	started := l.started
+	l.mu.Unlock()
+	if started {
+		l.cancel()
+		<-l.done
+		if l.ownPool {
+			l.pool.Close()
+		}
+	}
+	l.st.update(func(s *Status) { s.Role = RoleStopped })
+}
+
+// Run is Start, then waiting for ctx to end, then Stop. It returns Start's
+// error, or nil.
+func (l *Logical) Run(ctx context.Context) error {
+	if err := l.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	l.Stop()
+	return nil
+}
+
+// Status returns a snapshot. It is cheap and safe to call at any time.
+func (l *Logical) Status() Status { return l.st.snapshot() }
+
+// run keeps a session going until ctx ends.
+func (l *Logical) run(ctx context.Context) {
+	defer close(l.done)
+	defer l.st.setRole(RoleStopped)
+	bo := newBackoff(l.cfg.BackoffMin, l.cfg.BackoffMax)
+	standby := false
+	for {
+		res, err := l.session(ctx)
+		if ctx.Err() != nil || errors.Is(err, errCrashed) {
+			return
+		}
+		if res.streamed {
+			standby = false
+			l.st.update(func(s *Status) { s.Reconnects++ })
+		}
+		if res.progressed {
+			// Backoff grows only while sessions fail without getting work
+			// done.
+			bo.reset()
+		}
+		if sqlState(err) == pgerrcode.ObjectInUse {
+			l.st.setRole(RoleStandby)
+			if !standby {
+				l.log.Info("another replica holds the replication slot: waiting as a standby to take it over", "error", err)
+				standby = true
+			}
+			if err := l.waitSlotFree(ctx); err != nil && ctx.Err() == nil {
+				l.st.fail(err)
+				l.log.Warn("checking whether the replication slot is free", "error", err)
+				_ = sleep(ctx, bo.next())
+			}
+			continue
+		}
+		l.st.setRole(RoleReconnecting)
+		l.st.fail(err)
+		wait := bo.next()
+		var pf *PreflightError
+		if errors.As(err, &pf) {
+			l.log.Error("replication cannot continue until this is fixed; retrying", "error", err, "retry_in", wait)
+		} else {
+			l.log.Warn("replication interrupted; reconnecting", "error", err, "retry_in", wait)
+		}
+		if sleep(ctx, wait) != nil {
+			return
+		}
+	}
+}
+
+// sessionResult says how far a session got.
+type sessionResult struct {
+	// streamed: START_REPLICATION succeeded.
+	streamed bool
+	// progressed: at least one hand-off committed.
+	progressed bool
+}
+
+// session sets up one replication connection and streams on it until it
+// fails or ctx ends.
+func (l *Logical) session(ctx context.Context) (sessionResult, error) {
+	start, err := l.ensureSlot(ctx)
+	if err != nil {
+		return sessionResult{}, err
+	}
+	if err := l.ensurePublication(ctx); err != nil {
+		return sessionResult{}, err
+	}
+	conn, err := l.connectReplication(ctx)
+	if err != nil {
+		return sessionResult{}, err
+	}
+	defer closeConn(conn)
+	opts := pglogrepl.StartReplicationOptions{PluginArgs: []string{
+		"proto_version '1'",
+		"publication_names '" + l.cfg.PublicationName + "'",
+	}}
+	// Our checkpoint, never IDENTIFY_SYSTEM's position: the server starts at
+	// the later of it and the slot's confirmed position.
+	from := start.checkpoint
+	if l.startAtSlot {
+		from = 0
+	}
+	if err := pglogrepl.StartReplication(ctx, conn, l.cfg.SlotName, from, opts); err != nil {
+		return sessionResult{}, fmt.Errorf("starting replication on slot %s at %s: %w", l.cfg.SlotName, start.checkpoint, err)
+	}
+	wasStandby := l.st.role() == RoleStandby
+	l.st.setRole(RoleStreaming)
+	if wasStandby {
+		l.log.Info("took over the replication slot", "checkpoint", start.checkpoint.String())
+	}
+	l.log.Debug("streaming", "checkpoint", start.checkpoint.String(), "confirmed", start.confirmed.String())
+	s := newStream(l, conn, start)
+	err = s.run(ctx)
+	return sessionResult{streamed: true, progressed: s.progressed.Load()}, err
+}
