@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// env is the process's outside world, injected so commands run in tests.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	readFile       func(string) ([]byte, error)
+}
+
+type command struct {
+	name, args, summary string
+	run                 func(ctx context.Context, e env, v *values, fs *flag.FlagSet) error
+	extraFlags          func(fs *flag.FlagSet)
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{name: "run", summary: "run the daemon: capture signups, make keys, deliver notices, serve pick-up and dashboard", run: cmdRun},
+		{name: "migrate", summary: "create or upgrade keyworker's schema (River's tables included) and exit", run: cmdMigrate},
+		{name: "replay", args: "[--since T] [--until T] [--dry-run]", summary: "enqueue keys for eligible users that have none (signups the worker missed)", run: cmdReplay, extraFlags: replayFlags},
+		{name: "status", summary: "show mode, slot lag, checkpoint, queue depth and the last signup seen", run: cmdStatus, extraFlags: statusFlags},
+		{name: "keys", args: "create|list|revoke|rotate|verify ...", summary: "operate on keys (`worker keys help`)", run: cmdKeys},
+		{name: "demo", summary: "run everything against a throwaway Postgres and show a key made, delivered and picked up", run: cmdDemo, extraFlags: demoFlags},
+		{name: "bench", summary: "measure signup throughput and key latency against the trigger it replaces", run: cmdBench, extraFlags: benchFlags},
+		{name: "version", summary: "print the version", run: cmdVersion},
+	}
+}
+
+// usageError is a mistake in how the command was called; exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func exitCode(err error) int {
+	var u *usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+func run(ctx context.Context, args []string, e env) error {
+	if len(args) == 0 {
+		usage(e.stderr)
+		return &usageError{"no command given"}
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "help", "-h", "--help", "-help":
+		if len(rest) > 0 && rest[0] == "settings" {
+			printSettingsTable(e.stdout)
+			return nil
+		}
+		usage(e.stdout)
+		return nil
+	}
+	for _, c := range commands {
+		if c.name != name {
+			continue
+		}
+		fs := flag.NewFlagSet("worker "+c.name, flag.ContinueOnError)
+		fs.SetOutput(e.stderr)
+		if c.extraFlags != nil {
+			c.extraFlags(fs)
+		}
+		fs.Usage = func() {
+			fmt.Fprintf(fs.Output(), "usage: worker %s %s\n\n%s\n\nsettings (flag, environment variable):\n", c.name, c.args, c.summary)
+			printSettingsFor(fs.Output(), c.name)
+			extra := false
+			fs.VisitAll(func(f *flag.Flag) {
+				if isSettingFlag(f.Name) {
+					return
+				}
+				if !extra {
+					fmt.Fprintln(fs.Output(), "\noptions:")
+					extra = true
+				}
+				fmt.Fprintf(fs.Output(), "  --%s\t%s\n", f.Name, f.Usage)
+			})
+		}
+		v, err := parseSettings(fs, c.name, rest, e.getenv, e.readFile)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		if err != nil {
+			return &usageError{err.Error()}
+		}
+		return c.run(ctx, e, v, fs)
+	}
+	usage(e.stderr)
+	return &usageError{fmt.Sprintf("unknown command %q", name)}
+}
+
+func isSettingFlag(name string) bool {
+	for _, s := range settings {
+		if s.flag == name {
+			return true
+		}
+	}
+	return false
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: worker <command> [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "keyworker gives every new user of a Postgres application an API key,")
+	fmt.Fprintln(w, "outside the signup transaction, with every step visible as River jobs.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "`worker <command> --help` lists its flags; `worker help settings` prints every setting.")
+}
+
+// newLogger builds the process logger from KEYWORKER_LOG_LEVEL and
+// KEYWORKER_LOG_FORMAT; logs go to stderr.
+func newLogger(e env, v *values) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(v.str("KEYWORKER_LOG_LEVEL"))); err != nil {
+		return nil, &usageError{fmt.Sprintf("KEYWORKER_LOG_LEVEL=%q is not a level: use debug, info, warn or error", v.str("KEYWORKER_LOG_LEVEL"))}
+	}
+	format, err := v.oneOf("KEYWORKER_LOG_FORMAT", "text", "json")
+	if err != nil {
+		return nil, &usageError{err.Error()}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+}
+
+// connect opens a pool on DATABASE_URL and pings it, with errors that never
+// show the password.
+func connect(ctx context.Context, v *values) (*pgxpool.Pool, error) {
+	url, err := v.require("DATABASE_URL", "set it to your database's direct connection string, e.g. postgres://postgres:<password>@db.<ref>.supabase.co:5432/postgres")
+	if err != nil {
+		return nil, &usageError{err.Error()}
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx redacts the password in ParseConfigError.
+		return nil, &usageError{fmt.Sprintf("DATABASE_URL is malformed: %v", err)}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to the database at %s: %w", redactedTarget(cfg.ConnConfig), err)
+	}
+	return pool, nil
+}
+
+func redactedTarget(c *pgx.ConnConfig) string {
+	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+}
+
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := info.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " (" + s.Value[:12] + ")"
+		}
+	}
+	return v
+}
+
+func cmdVersion(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
+	fmt.Fprintf(e.stdout, "keyworker %s\n", strings.TrimSpace(version()))
+	return nil
+}

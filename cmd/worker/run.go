@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+
+	"github.com/keyworker/keyworker/accesstoken"
+	"github.com/keyworker/keyworker/daemon"
+	"github.com/keyworker/keyworker/keys"
+	"github.com/keyworker/keyworker/notify"
+	"github.com/keyworker/keyworker/server"
+	"github.com/keyworker/keyworker/users"
+)
+
+// tableFrom reads the users-table settings.
+func tableFrom(v *values) (users.Table, error) {
+	t, err := users.ParseTable(v.str("KEYWORKER_USERS_TABLE"))
+	if err != nil {
+		return users.Table{}, err
+	}
+	t.IDColumn = v.str("KEYWORKER_USERS_ID_COLUMN")
+	t.CreatedAtColumn = v.str("KEYWORKER_USERS_CREATED_AT_COLUMN")
+	t.AnonymousColumn = v.str("KEYWORKER_USERS_ANONYMOUS_COLUMN")
+	t.DeletedAtColumn = v.str("KEYWORKER_USERS_DELETED_AT_COLUMN")
+	t = t.WithDefaults()
+	return t, t.Validate()
+}
+
+// daemonConfig turns the resolved settings into a daemon.Config; every
+// error names the setting.
+func daemonConfig(v *values, logger *slog.Logger) (daemon.Config, error) {
+	var cfg daemon.Config
+	var err error
+	cfg.Logger = logger
+	if cfg.DatabaseURL, err = v.require("DATABASE_URL", "set it to your database's direct connection string"); err != nil {
+		return cfg, err
+	}
+	if cfg.Mode, err = v.oneOf("KEYWORKER_MODE", daemon.ModeLogical, daemon.ModeListen); err != nil {
+		return cfg, err
+	}
+	cfg.Schema = v.str("KEYWORKER_SCHEMA")
+	if cfg.Table, err = tableFrom(v); err != nil {
+		return cfg, err
+	}
+	if cfg.IncludeAnonymous, err = v.boolean("KEYWORKER_INCLUDE_ANONYMOUS"); err != nil {
+		return cfg, err
+	}
+	cfg.SlotName = v.str("KEYWORKER_SLOT")
+	cfg.PublicationName = v.str("KEYWORKER_PUBLICATION")
+	cfg.KeyPrefix = v.str("KEYWORKER_KEY_PREFIX")
+	if err := keys.ValidatePrefix(cfg.KeyPrefix); err != nil {
+		return cfg, fmt.Errorf("KEYWORKER_KEY_PREFIX: %w", err)
+	}
+	if cfg.KeyTTL, err = v.duration("KEYWORKER_KEY_TTL"); err != nil {
+		return cfg, err
+	}
+	if cfg.RevealTTL, err = v.duration("KEYWORKER_REVEAL_TTL"); err != nil {
+		return cfg, err
+	}
+	sealing, err := v.require("KEYWORKER_SEALING_KEY", "it seals new keys until their owner picks them up; make one with `openssl rand -base64 32` and keep it (the same on every replica)")
+	if err != nil {
+		return cfg, err
+	}
+	if cfg.SealingKey, err = keys.ParseSealingKey(sealing); err != nil {
+		return cfg, fmt.Errorf("KEYWORKER_SEALING_KEY: %w", err)
+	}
+	if s := v.str("KEYWORKER_JWT_SECRET"); s != "" {
+		cfg.Tokens.JWTSecret = []byte(s)
+	}
+	cfg.Tokens.JWKSURL = v.str("KEYWORKER_JWKS_URL")
+	cfg.Tokens.Audience = v.str("KEYWORKER_JWT_AUDIENCE")
+
+	cfg.HTTP = server.Config{
+		Addr:              v.str("KEYWORKER_HTTP_ADDR"),
+		TLSCertFile:       v.str("KEYWORKER_TLS_CERT_FILE"),
+		TLSKeyFile:        v.str("KEYWORKER_TLS_KEY_FILE"),
+		DashboardUser:     v.str("KEYWORKER_DASHBOARD_USER"),
+		DashboardPassword: v.str("KEYWORKER_DASHBOARD_PASSWORD"),
+		DashboardToken:    v.str("KEYWORKER_DASHBOARD_TOKEN"),
+	}
+	cfg.PublicURL = v.str("KEYWORKER_PUBLIC_URL")
+
+	cfg.Webhook = notify.WebhookConfig{URL: v.str("KEYWORKER_WEBHOOK_URL"), Secret: v.str("KEYWORKER_WEBHOOK_SECRET")}
+	if (cfg.Webhook.URL == "") != (cfg.Webhook.Secret == "") {
+		return cfg, fmt.Errorf("KEYWORKER_WEBHOOK_URL and KEYWORKER_WEBHOOK_SECRET go together: set both (the secret is whsec_ followed by base64, e.g. whsec_$(openssl rand -base64 32))")
+	}
+	cfg.SMTP = notify.SMTPConfig{URL: v.str("KEYWORKER_SMTP_URL"), From: v.str("KEYWORKER_MAIL_FROM")}
+	if cfg.SMTP.URL != "" && cfg.SMTP.From == "" {
+		return cfg, fmt.Errorf("KEYWORKER_SMTP_URL is set but KEYWORKER_MAIL_FROM is not: set the notices' From address")
+	}
+	cfg.EmailColumn = v.str("KEYWORKER_USERS_EMAIL_COLUMN")
+	switch v.str("KEYWORKER_NOTIFY_LOG") {
+	case "auto":
+		cfg.NotifyLog = cfg.Webhook.URL == "" && cfg.SMTP.URL == ""
+	default:
+		if cfg.NotifyLog, err = v.boolean("KEYWORKER_NOTIFY_LOG"); err != nil {
+			return cfg, fmt.Errorf("%w (or auto)", err)
+		}
+	}
+	if cfg.ReconcileInterval, err = v.duration("KEYWORKER_RECONCILE_INTERVAL"); err != nil {
+		return cfg, err
+	}
+	if cfg.JobRetention, err = v.duration("KEYWORKER_JOB_RETENTION"); err != nil {
+		return cfg, err
+	}
+	if cfg.ShutdownTimeout, err = v.duration("KEYWORKER_SHUTDOWN_TIMEOUT"); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+var _ = accesstoken.DefaultAudience
+
+func cmdRun(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
+	if fs.NArg() > 0 {
+		return &usageError{fmt.Sprintf("worker run takes no arguments, got %q", fs.Args())}
+	}
+	logger, err := newLogger(e, v)
+	if err != nil {
+		return err
+	}
+	cfg, err := daemonConfig(v, logger)
+	if err != nil {
+		return &usageError{err.Error()}
+	}
+	d, err := daemon.New(cfg)
+	if err != nil {
+		return &usageError{err.Error()}
+	}
+	return d.Run(ctx)
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// setting is one configuration value, read from a flag, an environment
+// variable, or (for secrets) a file named by <ENV>_FILE, in that order of
+// precedence, else its default. The table below is the one list of them: the
+// README's configuration table is printed from it (`worker help settings`).
+type setting struct {
+	env    string // DATABASE_URL, KEYWORKER_MODE, ...
+	flag   string // database-url, mode, ...
+	def    string
+	help   string
+	secret bool     // may come from <env>_FILE; never printed
+	groups []string // subcommands that take it ("*" for all)
+}
+
+var settings = []setting{
+	{env: "DATABASE_URL", flag: "database-url", help: "PostgreSQL connection string; a direct connection (Supabase: port 5432, not the 6543 pooler)", secret: true, groups: []string{"run", "migrate", "replay", "status", "keys"}},
+	{env: "KEYWORKER_MODE", flag: "mode", def: "logical", help: "how signups are read: logical (replication slot) or listen (LISTEN/NOTIFY trigger + catch-up scans)", groups: []string{"run", "status", "demo"}},
+	{env: "KEYWORKER_SCHEMA", flag: "schema", def: "keyworker", help: "schema holding keyworker's tables, functions and River's tables", groups: []string{"run", "migrate", "replay", "status", "keys"}},
+	{env: "KEYWORKER_USERS_TABLE", flag: "users-table", def: "auth.users", help: "schema-qualified users table", groups: []string{"run", "migrate", "replay", "status", "keys"}},
+	{env: "KEYWORKER_USERS_ID_COLUMN", flag: "users-id-column", def: "id", help: "users table's uuid primary key", groups: []string{"run", "migrate", "replay", "keys"}},
+	{env: "KEYWORKER_USERS_CREATED_AT_COLUMN", flag: "users-created-at-column", def: "created_at", help: `users table's signup time column ("-" if none)`, groups: []string{"run", "replay"}},
+	{env: "KEYWORKER_USERS_ANONYMOUS_COLUMN", flag: "users-anonymous-column", def: "is_anonymous", help: `users table's anonymous flag ("-" if none)`, groups: []string{"run", "replay"}},
+	{env: "KEYWORKER_USERS_DELETED_AT_COLUMN", flag: "users-deleted-at-column", def: "deleted_at", help: `users table's soft-delete column ("-" if none)`, groups: []string{"run", "replay"}},
+	{env: "KEYWORKER_USERS_EMAIL_COLUMN", flag: "users-email-column", def: "email", help: "users table's email column, read when an email notice is sent", groups: []string{"run"}},
+	{env: "KEYWORKER_INCLUDE_ANONYMOUS", flag: "include-anonymous", def: "false", help: "give anonymous users keys too", groups: []string{"run", "replay"}},
+	{env: "KEYWORKER_SLOT", flag: "slot", def: "keyworker", help: "logical replication slot name (permanent)", groups: []string{"run", "status"}},
+	{env: "KEYWORKER_PUBLICATION", flag: "publication", def: "keyworker_signups", help: "publication on the users table", groups: []string{"run", "status"}},
+	{env: "KEYWORKER_KEY_PREFIX", flag: "key-prefix", def: "sk", help: `key prefix: lowercase letters, digits and "_" (e.g. acme_live)`, groups: []string{"run", "keys"}},
+	{env: "KEYWORKER_KEY_TTL", flag: "key-ttl", def: "0", help: "lifetime of signup keys (e.g. 8760h); 0 means they do not expire", groups: []string{"run"}},
+	{env: "KEYWORKER_REVEAL_TTL", flag: "reveal-ttl", def: "168h", help: "how long a new key waits for its one pick-up", groups: []string{"run", "keys"}},
+	{env: "KEYWORKER_SEALING_KEY", flag: "sealing-key", help: "32 bytes, base64 (openssl rand -base64 32): seals secrets waiting for pick-up; keep it out of the database", secret: true, groups: []string{"run", "keys"}},
+	{env: "KEYWORKER_JWT_SECRET", flag: "jwt-secret", help: "Supabase JWT secret (HS256) that signs users' access tokens, for key pick-up", secret: true, groups: []string{"run"}},
+	{env: "KEYWORKER_JWKS_URL", flag: "jwks-url", help: "Supabase JWKS URL (asymmetric signing keys), e.g. https://<ref>.supabase.co/auth/v1/.well-known/jwks.json", groups: []string{"run"}},
+	{env: "KEYWORKER_JWT_AUDIENCE", flag: "jwt-audience", def: "authenticated", help: "required aud claim of access tokens", groups: []string{"run"}},
+	{env: "KEYWORKER_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "listen address for reveal, dashboard, metrics and health", groups: []string{"run"}},
+	{env: "KEYWORKER_PUBLIC_URL", flag: "public-url", help: "public base URL of this server, used for pick-up links in notices (default http://<http-addr>)", groups: []string{"run"}},
+	{env: "KEYWORKER_TLS_CERT_FILE", flag: "tls-cert-file", help: "serve HTTPS with this certificate (with KEYWORKER_TLS_KEY_FILE)", groups: []string{"run"}},
+	{env: "KEYWORKER_TLS_KEY_FILE", flag: "tls-key-file", help: "private key for KEYWORKER_TLS_CERT_FILE", groups: []string{"run"}},
+	{env: "KEYWORKER_DASHBOARD_USER", flag: "dashboard-user", help: "River UI basic-auth user", groups: []string{"run"}},
+	{env: "KEYWORKER_DASHBOARD_PASSWORD", flag: "dashboard-password", help: "River UI basic-auth password", secret: true, groups: []string{"run"}},
+	{env: "KEYWORKER_DASHBOARD_TOKEN", flag: "dashboard-token", help: "River UI bearer token (alternative to user/password)", secret: true, groups: []string{"run"}},
+	{env: "KEYWORKER_WEBHOOK_URL", flag: "webhook-url", help: "notice webhook (Standard Webhooks), called once per new key", groups: []string{"run"}},
+	{env: "KEYWORKER_WEBHOOK_SECRET", flag: "webhook-secret", help: "whsec_<base64> secret that signs webhook calls", secret: true, groups: []string{"run"}},
+	{env: "KEYWORKER_SMTP_URL", flag: "smtp-url", help: "notice email server, smtp://user:pass@host:587 (STARTTLS) or smtps://...:465", secret: true, groups: []string{"run"}},
+	{env: "KEYWORKER_MAIL_FROM", flag: "mail-from", help: "From address of notice emails", groups: []string{"run"}},
+	{env: "KEYWORKER_NOTIFY_LOG", flag: "notify-log", def: "auto", help: "log each notice (true, false, or auto: when no webhook or SMTP is set)", groups: []string{"run"}},
+	{env: "KEYWORKER_RECONCILE_INTERVAL", flag: "reconcile-interval", def: "5m", help: "how often the leader looks for eligible users without a key", groups: []string{"run"}},
+	{env: "KEYWORKER_JOB_RETENTION", flag: "job-retention", def: "168h", help: "how long completed jobs stay visible in the dashboard", groups: []string{"run"}},
+	{env: "KEYWORKER_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "30s", help: "how long running jobs may finish on SIGTERM", groups: []string{"run"}},
+	{env: "KEYWORKER_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error", groups: []string{"*"}},
+	{env: "KEYWORKER_LOG_FORMAT", flag: "log-format", def: "text", help: "text or json", groups: []string{"*"}},
+}
+
+// values holds the resolved settings of one command.
+type values struct {
+	v      map[string]string
+	source map[string]string // "flag", "env", "file", "default"
+}
+
+func (s setting) takes(cmd string) bool {
+	for _, g := range s.groups {
+		if g == "*" || g == cmd {
+			return true
+		}
+	}
+	return false
+}
+
+// parseSettings registers the command's settings on fs, parses args, and
+// resolves every setting. getenv and readFile are injected for tests.
+func parseSettings(fs *flag.FlagSet, cmd string, args []string, getenv func(string) string, readFile func(string) ([]byte, error)) (*values, error) {
+	flagVals := map[string]*string{}
+	for _, s := range settings {
+		if !s.takes(cmd) {
+			continue
+		}
+		usage := s.help + " [$" + s.env + "]"
+		if s.secret {
+			usage += " (or $" + s.env + "_FILE)"
+		}
+		// No default on the flag itself: an unset flag falls through to the
+		// environment, then the file, then the default.
+		flagVals[s.env] = fs.String(s.flag, "", usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	out := &values{v: map[string]string{}, source: map[string]string{}}
+	for _, s := range settings {
+		if !s.takes(cmd) {
+			continue
+		}
+		if set[s.flag] {
+			out.v[s.env], out.source[s.env] = *flagVals[s.env], "flag"
+			continue
+		}
+		env, fileName := getenv(s.env), ""
+		if s.secret {
+			fileName = getenv(s.env + "_FILE")
+		}
+		if env != "" && fileName != "" {
+			return nil, fmt.Errorf("both %s and %s_FILE are set: keep one", s.env, s.env)
+		}
+		switch {
+		case env != "":
+			out.v[s.env], out.source[s.env] = env, "env"
+		case fileName != "":
+			b, err := readFile(fileName)
+			if err != nil {
+				return nil, fmt.Errorf("reading %s_FILE: %w", s.env, err)
+			}
+			out.v[s.env], out.source[s.env] = strings.TrimRight(string(b), "\r\n"), "file"
+		default:
+			out.v[s.env], out.source[s.env] = s.def, "default"
+		}
+	}
+	return out, nil
+}
+
+func (v *values) str(env string) string { return v.v[env] }
+
+func (v *values) duration(env string) (time.Duration, error) {
+	raw := v.v[env]
+	if raw == "0" || raw == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s=%q is not a duration: use Go syntax like 30s, 5m or 168h", env, raw)
+	}
+	return d, nil
+}
+
+func (v *values) boolean(env string) (bool, error) {
+	raw := v.v[env]
+	if raw == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(raw)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q is not a boolean: use true or false", env, raw)
+	}
+	return b, nil
+}
+
+func (v *values) oneOf(env string, allowed ...string) (string, error) {
+	raw := v.v[env]
+	for _, a := range allowed {
+		if raw == a {
+			return raw, nil
+		}
+	}
+	return "", fmt.Errorf("%s=%q is not allowed: use one of %s", env, raw, strings.Join(allowed, ", "))
+}
+
+func (v *values) require(env, why string) (string, error) {
+	if v.v[env] == "" {
+		return "", fmt.Errorf("%s is not set: %s", env, why)
+	}
+	return v.v[env], nil
+}
+
+// printSettingsTable writes the Markdown table of every setting.
+func printSettingsTable(w io.Writer) {
+	fmt.Fprintln(w, "| environment | flag | default | meaning |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- |")
+	for _, s := range settings {
+		def := s.def
+		if def == "" {
+			def = " "
+		} else {
+			def = "`" + def + "`"
+		}
+		env := "`" + s.env + "`"
+		if s.secret {
+			env += " (or `_FILE`)"
+		}
+		fmt.Fprintf(w, "| %s | `--%s` | %s | %s |\n", env, s.flag, def, strings.ReplaceAll(s.help, "|", `\|`))
+	}
+}
+
+// printSettingsFor lists the command's settings for --help.
+func printSettingsFor(w io.Writer, cmd string) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	names := []setting{}
+	for _, s := range settings {
+		if s.takes(cmd) {
+			names = append(names, s)
+		}
+	}
+	for _, s := range names {
+		def := ""
+		if s.def != "" {
+			def = " (default " + s.def + ")"
+		}
+		fmt.Fprintf(tw, "  --%s\t$%s\t%s%s\n", s.flag, s.env, s.help, def)
+	}
+	_ = tw.Flush()
+}

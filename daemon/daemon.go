@@ -1,0 +1,517 @@
+// Package daemon wires keyworker's parts into the process `worker run`
+// starts: the database pool, the migrations, the River client and its
+// workers, the signup source (logical replication or LISTEN/NOTIFY), the
+// notice senders, and the HTTP server with the reveal endpoint, the River UI,
+// metrics and health. It owns the order of start-up and shutdown and nothing
+// else; every part is configured by its own package.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"riverqueue.com/riverui"
+
+	"github.com/keyworker/keyworker/accesstoken"
+	"github.com/keyworker/keyworker/jobs"
+	"github.com/keyworker/keyworker/keys"
+	"github.com/keyworker/keyworker/keystore"
+	"github.com/keyworker/keyworker/listener"
+	"github.com/keyworker/keyworker/metrics"
+	"github.com/keyworker/keyworker/notify"
+	"github.com/keyworker/keyworker/server"
+	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/users"
+)
+
+// Modes of reading signups.
+const (
+	ModeLogical = "logical"
+	ModeListen  = "listen"
+)
+
+// Defaults.
+const (
+	DefaultMode            = ModeLogical
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Config is everything `worker run` needs. Component settings are passed
+// through to their packages, which fill their own defaults.
+type Config struct {
+	// DatabaseURL is a direct connection string. Required.
+	DatabaseURL string
+	// Mode is ModeLogical or ModeListen. Defaults to DefaultMode.
+	Mode string
+	// Schema is keyworker's schema. Defaults to "keyworker".
+	Schema string
+	// Table is the users table. Defaults to auth.users.
+	Table users.Table
+	// IncludeAnonymous gives anonymous users keys too. Defaults to false.
+	IncludeAnonymous bool
+	// Migrate applies missing migrations at start. Defaults to true
+	// (SkipMigrate turns it off).
+	SkipMigrate bool
+
+	// SlotName and PublicationName are logical mode's. Default to the
+	// listener's defaults.
+	SlotName, PublicationName string
+	// BatchMaxWait bounds how long a signup waits for others to share its
+	// hand-off transaction. Defaults to the listener's default.
+	BatchMaxWait time.Duration
+	// CatchUpInterval is listen mode's scan interval. Defaults to the
+	// listener's default.
+	CatchUpInterval time.Duration
+
+	// KeyPrefix prefixes new keys. Defaults to "sk".
+	KeyPrefix string
+	// KeyTTL is how long signup keys live; 0 means they do not expire.
+	KeyTTL time.Duration
+	// RevealTTL is how long a key waits for its pick-up. Defaults to 7 days.
+	RevealTTL time.Duration
+	// SealingKey is the 32-byte AES key sealing waiting secrets. Required.
+	SealingKey []byte
+
+	// Tokens verifies users' access tokens for reveal. When neither
+	// JWTSecret nor JWKSURL is set, reveal answers 503.
+	Tokens accesstoken.Config
+
+	// HTTP configures the listener; its function fields are set here.
+	HTTP server.Config
+	// PublicURL is the base URL users reach the reveal endpoint at, for
+	// notices. Defaults to http://<HTTP.Addr>.
+	PublicURL string
+
+	// Webhook and SMTP, when their URL is set, are notice sinks; NotifyLog
+	// adds the log sink.
+	Webhook   notify.WebhookConfig
+	SMTP      notify.SMTPConfig
+	NotifyLog bool
+	// EmailColumn is read for email notices. Defaults to "email".
+	EmailColumn string
+
+	// ReconcileInterval, JobRetention: see jobs.Config.
+	ReconcileInterval, JobRetention time.Duration
+	// ShutdownTimeout bounds draining running jobs on Stop. Defaults to
+	// DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Mode == "" {
+		c.Mode = DefaultMode
+	}
+	if c.Schema == "" {
+		c.Schema = kwsql.DefaultSchema
+	}
+	c.Table = c.Table.WithDefaults()
+	if c.HTTP.Addr == "" {
+		c.HTTP.Addr = server.DefaultAddr
+	}
+	if c.PublicURL == "" {
+		scheme := "http"
+		if c.HTTP.TLSCertFile != "" {
+			scheme = "https"
+		}
+		c.PublicURL = scheme + "://" + c.HTTP.Addr
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.DatabaseURL == "" {
+		return errors.New("DATABASE_URL is required")
+	}
+	if c.Mode != ModeLogical && c.Mode != ModeListen {
+		return fmt.Errorf("KEYWORKER_MODE=%q is not a mode: use logical or listen", c.Mode)
+	}
+	if len(c.SealingKey) != keys.SealingKeySize {
+		return fmt.Errorf("KEYWORKER_SEALING_KEY is required: 32 bytes of base64 (openssl rand -base64 32)")
+	}
+	if c.KeyTTL < 0 {
+		return fmt.Errorf("KEYWORKER_KEY_TTL must not be negative, got %s", c.KeyTTL)
+	}
+	if err := c.Table.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Daemon is a running keyworker. Start it once; Stop is idempotent.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics.Registry
+
+	pool   *pgxpool.Pool
+	store  *keystore.Store
+	jobs   *jobs.Client
+	source source
+	ui     *riverui.Handler
+	http   *server.Server
+	tokens *accesstoken.Verifier
+
+	mu       sync.Mutex
+	started  bool
+	stopped  bool
+	cancel   context.CancelFunc
+	failures chan error
+}
+
+// source is a signup source: listener.Logical or listener.Listen.
+type source interface {
+	Start(ctx context.Context) error
+	Stop()
+	Status() listener.Status
+}
+
+// New checks cfg; nothing connects until Start.
+func New(cfg Config) (*Daemon, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failures: make(chan error, 4)}, nil
+}
+
+// Start brings the parts up in order and fails fast: the database, the
+// migrations, the River client, the signup source (its preflight), then the
+// HTTP server. On error everything started is stopped again.
+func (d *Daemon) Start(ctx context.Context) (err error) {
+	d.mu.Lock()
+	if d.started || d.stopped {
+		d.mu.Unlock()
+		return errors.New("starting daemon: it was already started")
+	}
+	d.started = true
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cancel = cancel
+	d.mu.Unlock()
+	defer func() {
+		if err != nil {
+			d.Stop()
+		}
+	}()
+
+	cfg := d.cfg
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL is malformed: %w", err)
+	}
+	if poolCfg.MaxConns < 10 {
+		poolCfg.MaxConns = 10
+	}
+	d.pool, err = pgxpool.NewWithConfig(runCtx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("connecting to the database: %w", err)
+	}
+	pingCtx, cancelPing := context.WithTimeout(ctx, 15*time.Second)
+	err = d.pool.Ping(pingCtx)
+	cancelPing()
+	if err != nil {
+		return fmt.Errorf("connecting to the database at %s@%s:%d/%s: %w", poolCfg.ConnConfig.User, poolCfg.ConnConfig.Host, poolCfg.ConnConfig.Port, poolCfg.ConnConfig.Database, err)
+	}
+
+	if !cfg.SkipMigrate {
+		res, err := kwsql.Migrate(ctx, d.pool, kwsql.Config{Schema: cfg.Schema, UsersTable: cfg.Table.String(), UsersIDColumn: cfg.Table.IDColumn, Logger: d.log})
+		if err != nil {
+			return fmt.Errorf("migrating schema %s: %w", cfg.Schema, err)
+		}
+		if len(res.Applied) > 0 || len(res.RiverApplied) > 0 {
+			d.log.Info("schema migrated", "component", "daemon", "schema", cfg.Schema, "applied", res.Applied, "river", res.RiverApplied)
+		}
+	} else {
+		v, err := kwsql.Version(ctx, d.pool, cfg.Schema)
+		if err != nil {
+			return err
+		}
+		if v < kwsql.LatestVersion() {
+			return fmt.Errorf("schema %s is at migration %d, this worker needs %d: run `worker migrate`", cfg.Schema, v, kwsql.LatestVersion())
+		}
+	}
+	if err := cfg.Table.Check(ctx, d.pool); err != nil {
+		return err
+	}
+
+	sealer, err := keys.NewSealer(cfg.SealingKey)
+	if err != nil {
+		return fmt.Errorf("KEYWORKER_SEALING_KEY: %w", err)
+	}
+	d.store, err = keystore.New(keystore.Config{Schema: cfg.Schema, Prefix: cfg.KeyPrefix, Sealer: sealer, RevealTTL: cfg.RevealTTL})
+	if err != nil {
+		return err
+	}
+	senders, err := d.senders()
+	if err != nil {
+		return err
+	}
+	d.jobs, err = jobs.NewClient(d.pool, jobs.Config{
+		Schema:                cfg.Schema,
+		Table:                 cfg.Table,
+		Store:                 d.store,
+		Senders:               senders,
+		RevealURL:             cfg.PublicURL + "/v1/keys/reveal",
+		EmailColumn:           cfg.EmailColumn,
+		IncludeAnonymous:      cfg.IncludeAnonymous,
+		KeyTTL:                cfg.KeyTTL,
+		ReconcileInterval:     cfg.ReconcileInterval,
+		CompletedJobRetention: cfg.JobRetention,
+		Logger:                d.log,
+		OnEvent:               d.onJobEvent,
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.jobs.Start(runCtx); err != nil {
+		return fmt.Errorf("starting River: %w", err)
+	}
+
+	lcfg := listener.Config{
+		ConnString:       cfg.DatabaseURL,
+		Pool:             d.pool,
+		Enqueuer:         d.jobs,
+		Schema:           cfg.Schema,
+		Table:            cfg.Table,
+		IncludeAnonymous: cfg.IncludeAnonymous,
+		SlotName:         cfg.SlotName,
+		PublicationName:  cfg.PublicationName,
+		BatchMaxWait:     cfg.BatchMaxWait,
+		CatchUpInterval:  cfg.CatchUpInterval,
+		Logger:           d.log,
+		OnBatch:          d.onBatch,
+	}
+	if cfg.Mode == ModeListen {
+		d.source, err = listener.NewListen(lcfg)
+	} else {
+		d.source, err = listener.NewLogical(lcfg)
+	}
+	if err != nil {
+		return err
+	}
+	if err := d.source.Start(runCtx); err != nil {
+		return err
+	}
+
+	if cfg.Tokens.JWTSecret != nil || cfg.Tokens.JWKSURL != "" {
+		d.tokens, err = accesstoken.New(cfg.Tokens)
+		if err != nil {
+			return err
+		}
+		if cfg.Tokens.JWKSURL != "" {
+			if err := d.tokens.RefreshKeys(ctx); err != nil {
+				d.log.Warn("fetching the JWKS failed; reveal will retry", "component", "daemon", "error", err)
+			}
+		}
+	} else {
+		d.log.Warn("key pick-up is disabled: set KEYWORKER_JWT_SECRET or KEYWORKER_JWKS_URL", "component", "daemon")
+	}
+
+	d.ui, err = riverui.NewHandler(&riverui.HandlerOpts{
+		Endpoints: riverui.NewEndpoints(d.jobs.River(), nil),
+		Logger:    d.log.With("component", "riverui"),
+		Prefix:    "/riverui",
+	})
+	if err != nil {
+		return fmt.Errorf("building the River UI: %w", err)
+	}
+	if err := d.ui.Start(runCtx); err != nil {
+		return fmt.Errorf("starting the River UI: %w", err)
+	}
+
+	d.registerMetrics()
+	hcfg := cfg.HTTP
+	hcfg.Dashboard = d.ui
+	hcfg.Metrics = d.metrics.Handler()
+	hcfg.Ready = d.ready
+	hcfg.Logger = d.log
+	hcfg.OnReveal = func(outcome string) {
+		d.metrics.Counter("keyworker_reveals_total", "Reveal requests by outcome.", "outcome", outcome).Inc()
+	}
+	if d.tokens != nil {
+		hcfg.VerifyToken = d.verifyToken
+		hcfg.Reveal = d.reveal
+	}
+	d.http, err = server.New(hcfg)
+	if err != nil {
+		return err
+	}
+	if err := d.http.Start(runCtx); err != nil {
+		return err
+	}
+	go func() {
+		<-d.http.Done()
+		if err := d.http.Err(); err != nil {
+			d.fail(fmt.Errorf("HTTP server: %w", err))
+		}
+	}()
+	d.log.Info("keyworker running", "component", "daemon", "mode", cfg.Mode, "schema", cfg.Schema, "users_table", cfg.Table.String(), "http", d.http.Addr())
+	return nil
+}
+
+func (d *Daemon) fail(err error) {
+	select {
+	case d.failures <- err:
+	default:
+	}
+}
+
+// Failed delivers an error when a part stops on its own (the HTTP listener
+// dies, for example); the caller then Stops the daemon.
+func (d *Daemon) Failed() <-chan error { return d.failures }
+
+// Run starts the daemon, waits for ctx to end or a part to fail, and stops
+// it. A cancelled ctx is a clean exit (nil).
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down", "component", "daemon", "timeout", d.cfg.ShutdownTimeout)
+	case err = <-d.failures:
+		d.log.Error("a part failed; shutting down", "component", "daemon", "error", err)
+	}
+	d.Stop()
+	return err
+}
+
+// Stop shuts down in order: intake first (the signup source sends its last
+// acknowledgement), then River drains running jobs within ShutdownTimeout,
+// then the HTTP server, then the pool. It is idempotent and safe before
+// Start.
+func (d *Daemon) Stop() {
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return
+	}
+	d.stopped = true
+	d.mu.Unlock()
+	if d.source != nil {
+		d.source.Stop()
+	}
+	if d.jobs != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+		if err := d.jobs.Stop(ctx); err != nil {
+			d.log.Warn("stopping River", "component", "daemon", "error", err)
+		}
+		cancel()
+	}
+	if d.http != nil {
+		d.http.Stop()
+	}
+	if d.cancel != nil {
+		d.cancel()
+	}
+	if d.pool != nil {
+		d.pool.Close()
+	}
+	d.log.Info("stopped", "component", "daemon")
+}
+
+// Addr is the HTTP server's bound address.
+func (d *Daemon) Addr() string {
+	if d.http == nil {
+		return ""
+	}
+	return d.http.Addr()
+}
+
+// Pool is the daemon's database pool (nil before Start).
+func (d *Daemon) Pool() *pgxpool.Pool { return d.pool }
+
+// Store is the key store (nil before Start).
+func (d *Daemon) Store() *keystore.Store { return d.store }
+
+// SourceStatus is the signup source's status.
+func (d *Daemon) SourceStatus() listener.Status {
+	if d.source == nil {
+		return listener.Status{}
+	}
+	return d.source.Status()
+}
+
+func (d *Daemon) senders() ([]notify.Sender, error) {
+	var out []notify.Sender
+	if d.cfg.Webhook.URL != "" {
+		w, err := notify.NewWebhook(d.cfg.Webhook)
+		if err != nil {
+			return nil, fmt.Errorf("KEYWORKER_WEBHOOK_*: %w", err)
+		}
+		out = append(out, w)
+	}
+	if d.cfg.SMTP.URL != "" {
+		e, err := notify.NewEmail(d.cfg.SMTP)
+		if err != nil {
+			return nil, fmt.Errorf("KEYWORKER_SMTP_*: %w", err)
+		}
+		out = append(out, e)
+	}
+	if d.cfg.NotifyLog {
+		out = append(out, notify.NewLog(d.log))
+	}
+	return out, nil
+}
+
+func (d *Daemon) verifyToken(ctx context.Context, token string) (string, error) {
+	claims, err := d.tokens.Verify(ctx, token)
+	if err != nil {
+		if errors.Is(err, accesstoken.ErrExpired) {
+			return "", fmt.Errorf("%w: %w", server.ErrTokenExpired, err)
+		}
+		return "", err
+	}
+	if claims.Role != "authenticated" {
+		return "", fmt.Errorf("role %q may not pick up keys: sign in as the user", claims.Role)
+	}
+	return claims.Subject, nil
+}
+
+func (d *Daemon) reveal(ctx context.Context, userID, remoteAddr string) (server.Revealed, error) {
+	r, err := d.store.Reveal(ctx, d.pool, userID, keystore.Audit{Actor: "user", Detail: map[string]any{"remote_addr": remoteAddr}})
+	if errors.Is(err, keystore.ErrNothingToReveal) {
+		return server.Revealed{}, server.ErrNothingToReveal
+	}
+	if err != nil {
+		return server.Revealed{}, err
+	}
+	return server.Revealed{Key: r.Plaintext(), KeyID: r.KeyID, Prefix: r.Prefix, Last4: r.Last4, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt}, nil
+}
+
+// ready: the database answers and the signup source is streaming or
+// standing by.
+func (d *Daemon) ready(ctx context.Context) error {
+	if err := d.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	st := d.source.Status()
+	switch st.Role {
+	case listener.RoleStreaming, listener.RoleStandby, listener.RoleListening:
+		return nil
+	}
+	msg := fmt.Sprintf("signup source is %s", st.Role)
+	if st.LastError != "" {
+		msg += ": " + st.LastError
+	}
+	return errors.New(msg)
+}
+
+var _ = net.SplitHostPort

@@ -1,0 +1,343 @@
+// Package demo is `worker demo`: a throwaway PostgreSQL shaped like a
+// Supabase project, the daemon running against it with the dashboard, a few
+// signups turned into keys and notices, one key picked up through the reveal
+// endpoint and verified with SQL, and then the whole thing kept running for
+// the user to add signups, until Ctrl-C removes everything it made.
+package demo
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keyworker/keyworker/accesstoken"
+	"github.com/keyworker/keyworker/daemon"
+	"github.com/keyworker/keyworker/keys"
+	"github.com/keyworker/keyworker/pgtemp"
+	"github.com/keyworker/keyworker/server"
+)
+
+// Config configures a demo run.
+type Config struct {
+	// HTTPAddr is where the daemon serves. Defaults to 127.0.0.1:8080, or a
+	// free port when that is taken.
+	HTTPAddr string
+	// Mode is daemon.ModeLogical or daemon.ModeListen. Defaults to logical.
+	Mode string
+	// Users is how many users sign up at the start. Defaults to 3.
+	Users int
+	// Exit ends the demo after the scripted part instead of waiting for
+	// Ctrl-C (tests use it).
+	Exit bool
+	// Out receives the demo's narration. Required.
+	Out io.Writer
+	// In, when set, is read line by line: each line is an email to sign up.
+	In io.Reader
+	// Logger receives the daemon's logs. Defaults to discarding.
+	Logger *slog.Logger
+	// PG configures the throwaway server.
+	PG pgtemp.Config
+}
+
+// Run runs the demo until ctx ends (or, with Exit, until the script is done)
+// and removes everything it made.
+func Run(ctx context.Context, cfg Config) (err error) {
+	if cfg.Users <= 0 {
+		cfg.Users = 3
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = daemon.ModeLogical
+	}
+	say := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
+
+	say("▸ starting a throwaway PostgreSQL (wal_level=logical)…")
+	pg, err := pgtemp.Start(ctx, cfg.PG)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = pg.Stop()
+		say("▸ removed the throwaway PostgreSQL and its data directory %s", pg.Dir())
+	}()
+	admin, err := pgx.Connect(ctx, pg.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	_, err = admin.Exec(ctx, `CREATE DATABASE app`)
+	admin.Close(context.Background())
+	if err != nil {
+		return fmt.Errorf("creating the demo database: %w", err)
+	}
+	dbURL := pg.URL("app")
+	if err := pgtemp.SetupSupabase(ctx, dbURL); err != nil {
+		return err
+	}
+	say("  PostgreSQL %d on 127.0.0.1:%d, database app, with a Supabase-shaped auth.users", pg.Version(), pg.Port())
+
+	sealing, err := keys.GenerateSealingKey()
+	if err != nil {
+		return err
+	}
+	sealingKey, _ := keys.ParseSealingKey(sealing)
+	jwtSecret := randomString(32)
+	password := randomString(12)
+	addr := cfg.HTTPAddr
+	if addr == "" {
+		addr = "127.0.0.1:8080"
+		if !portFree(addr) {
+			addr = "127.0.0.1:0"
+		}
+	}
+
+	d, err := daemon.New(daemon.Config{
+		DatabaseURL:       dbURL,
+		Mode:              cfg.Mode,
+		SealingKey:        sealingKey,
+		Tokens:            accesstoken.Config{JWTSecret: []byte(jwtSecret)},
+		HTTP:              server.Config{Addr: addr, DashboardUser: "admin", DashboardPassword: password},
+		NotifyLog:         true,
+		ReconcileInterval: time.Minute,
+		ShutdownTimeout:   5 * time.Second,
+		Logger:            cfg.Logger,
+		CatchUpInterval:   5 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	say("▸ starting keyworker in %s mode (migrates its schema, creates the publication and slot)…", cfg.Mode)
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		d.Stop()
+		say("▸ keyworker stopped")
+	}()
+	base := "http://" + d.Addr()
+	say("  dashboard: %s/riverui/   user admin, password %s", base, password)
+	say("  metrics:   %s/metrics", base)
+
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	say("▸ signing up %d users (plain INSERTs into auth.users, as Supabase Auth does)…", cfg.Users)
+	var ids []string
+	for i := 1; i <= cfg.Users; i++ {
+		id, err := signUp(ctx, pool, fmt.Sprintf("user%d@example.com", i))
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		k, err := waitForKey(ctx, pool, id)
+		if err != nil {
+			return err
+		}
+		say("  key made for %s: %s_%s_…%s (only its salted hash is stored)", k.email, k.prefix, k.id, k.last4)
+	}
+	for _, id := range ids {
+		if err := waitForEvent(ctx, pool, id, "notified"); err != nil {
+			return err
+		}
+	}
+	say("  %d notices delivered (log sink; set KEYWORKER_WEBHOOK_URL or KEYWORKER_SMTP_URL for real ones)", len(ids))
+
+	say("▸ user1 picks their key up: POST %s/v1/keys/reveal with their access token", base)
+	token, err := userToken(jwtSecret, ids[0])
+	if err != nil {
+		return err
+	}
+	rev, status, err := reveal(ctx, base, token)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("reveal answered %d", status)
+	}
+	masked := rev.Prefix + "_" + rev.KeyID + "_…" + rev.Last4
+	say("  200 OK, the full key (%d characters) came back once: %s", len(rev.Key), masked)
+	var vstatus string
+	if err := pool.QueryRow(ctx, `SELECT status FROM keyworker.verify_api_key($1)`, rev.Key).Scan(&vstatus); err != nil {
+		return fmt.Errorf("verifying with SQL: %w", err)
+	}
+	say("  select status from keyworker.verify_api_key(<key>) → %s", vstatus)
+	if vstatus != "valid" {
+		return fmt.Errorf("the revealed key verified as %q", vstatus)
+	}
+	_, again, err := reveal(ctx, base, token)
+	if err != nil {
+		return err
+	}
+	say("  a second pick-up answers %d: the plaintext is gone from the database", again)
+
+	token2, err := userToken(jwtSecret, ids[1])
+	if err != nil {
+		return err
+	}
+	if cfg.Exit {
+		say("▸ demo done")
+		return nil
+	}
+	say("")
+	say("▸ keyworker keeps running. Try:")
+	say("  curl -s -X POST -H 'Authorization: Bearer %s' %s/v1/keys/reveal", token2, base)
+	say("  psql '%s' -c \"insert into auth.users (id, email, created_at) values (gen_random_uuid(), 'you@example.com', now())\"", dbURL)
+	say("  psql '%s' -c 'select id, user_id, last4, created_at from keyworker.api_keys'", dbURL)
+	if cfg.In != nil {
+		say("  or type an email address and Enter to sign someone up.")
+	}
+	say("  Ctrl-C stops keyworker and removes everything the demo made.")
+
+	lines := make(chan string)
+	if cfg.In != nil {
+		go func() {
+			sc := bufio.NewScanner(cfg.In)
+			for sc.Scan() {
+				select {
+				case lines <- strings.TrimSpace(sc.Text()):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			say("")
+			say("▸ Ctrl-C: shutting down")
+			return nil
+		case err := <-d.Failed():
+			return err
+		case email := <-lines:
+			if email == "" {
+				continue
+			}
+			id, err := signUp(ctx, pool, email)
+			if err != nil {
+				say("  could not sign up %q: %v", email, err)
+				continue
+			}
+			k, err := waitForKey(ctx, pool, id)
+			if err != nil {
+				if ctx.Err() != nil {
+					continue
+				}
+				return err
+			}
+			say("  key made for %s: %s_%s_…%s", k.email, k.prefix, k.id, k.last4)
+		}
+	}
+}
+
+func signUp(ctx context.Context, pool *pgxpool.Pool, email string) (string, error) {
+	var id string
+	err := pool.QueryRow(ctx, `INSERT INTO auth.users (id, aud, role, email, created_at, updated_at, raw_app_meta_data, raw_user_meta_data)
+		VALUES (gen_random_uuid(), 'authenticated', 'authenticated', $1, now(), now(), '{"provider":"email"}', '{}')
+		RETURNING id::text`, email).Scan(&id)
+	return id, err
+}
+
+type madeKey struct{ id, prefix, last4, email string }
+
+func waitForKey(ctx context.Context, pool *pgxpool.Pool, userID string) (madeKey, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		var k madeKey
+		err := pool.QueryRow(ctx, `SELECT k.id, k.prefix, k.last4, coalesce(u.email, '') FROM keyworker.api_keys k JOIN auth.users u ON u.id = k.user_id WHERE k.user_id = $1 AND k.source = 'signup'`, userID).Scan(&k.id, &k.prefix, &k.last4, &k.email)
+		if err == nil {
+			return k, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return k, err
+		}
+		select {
+		case <-ctx.Done():
+			return k, fmt.Errorf("waiting for the key of user %s timed out after 30s (see the dashboard)", userID)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func waitForEvent(ctx context.Context, pool *pgxpool.Pool, userID, event string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM keyworker.key_events WHERE user_id = $1 AND event = $2`, userID, event).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s of user %s timed out after 30s", event, userID)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func userToken(secret, userID string) (string, error) {
+	now := time.Now()
+	return accesstoken.SignHS256([]byte(secret), map[string]any{
+		"sub": userID, "aud": "authenticated", "role": "authenticated",
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+	})
+}
+
+func reveal(ctx context.Context, base, token string) (server.Revealed, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/keys/reveal", bytes.NewReader(nil))
+	if err != nil {
+		return server.Revealed{}, 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return server.Revealed{}, 0, fmt.Errorf("calling the reveal endpoint: %w", err)
+	}
+	defer resp.Body.Close()
+	var r server.Revealed
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+			return r, resp.StatusCode, err
+		}
+	}
+	return r, resp.StatusCode, nil
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)[:n]
+}
+
+func portFree(addr string) bool {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
