@@ -151,6 +151,15 @@ func (c Config) validate() error {
 	if err := c.Table.Validate(); err != nil {
 		return err
 	}
+	// The dashboard is always served; check its exposure before connecting
+	// to anything (server.New checks again).
+	host, _, err := net.SplitHostPort(c.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("KEYWORKER_HTTP_ADDR=%q is not host:port, e.g. %q", c.HTTP.Addr, server.DefaultAddr)
+	}
+	if !server.IsLoopback(host) && c.HTTP.DashboardPassword == "" && c.HTTP.DashboardToken == "" {
+		return fmt.Errorf("refusing to serve the dashboard on non-loopback address %s without credentials: set KEYWORKER_DASHBOARD_USER and KEYWORKER_DASHBOARD_PASSWORD (or KEYWORKER_DASHBOARD_TOKEN), or listen on 127.0.0.1", c.HTTP.Addr)
+	}
 	return nil
 }
 
@@ -514,4 +523,3 @@ func (d *Daemon) ready(ctx context.Context) error {
 	return errors.New(msg)
 }
 
-var _ = net.SplitHostPort

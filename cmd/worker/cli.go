@@ -95,7 +95,7 @@ func run(ctx context.Context, args []string, e env) error {
 				fmt.Fprintf(fs.Output(), "  --%s\t%s\n", f.Name, f.Usage)
 			})
 		}
-		v, err := parseSettings(fs, c.name, rest, e.getenv, e.readFile)
+		v, err := parseSettings(fs, c.name, c.name == "keys", rest, e.getenv, e.readFile)
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}

@@ -17,8 +17,8 @@ func demoFlags(fs *flag.FlagSet) {
 }
 
 func cmdDemo(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
-	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("worker demo takes flags only, got %q", fs.Args())}
+	if len(v.args) > 0 {
+		return &usageError{fmt.Sprintf("worker demo takes flags only, got %q", v.args)}
 	}
 	users, err := strconv.Atoi(fs.Lookup("users").Value.String())
 	if err != nil || users < 1 || users > 1000 {

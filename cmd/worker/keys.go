@@ -36,7 +36,7 @@ Every action also takes the database settings (--database-url, --schema, ...).
 `
 
 func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
-	args := fs.Args()
+	args := v.args
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(e.stdout, keysUsage)
 		if len(args) == 0 {
@@ -58,7 +58,7 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	)
 	sub.Usage = func() { fmt.Fprint(sub.Output(), keysUsage) }
 	// The sub-command takes the settings again, so flags may follow the action.
-	sv, err := parseSettings(sub, "keys", rest, e.getenv, e.readFile)
+	sv, err := parseSettings(sub, "keys", false, rest, e.getenv, e.readFile)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
@@ -71,7 +71,7 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 		}
 	}
 	v = sv
-	pos := sub.Args()
+	pos := sv.args
 
 	sealingKey, err := v.require("KEYWORKER_SEALING_KEY", "")
 	var sealer *keys.Sealer

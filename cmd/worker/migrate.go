@@ -17,8 +17,8 @@ func sqlConfig(v *values) kwsql.Config {
 }
 
 func cmdMigrate(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
-	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("worker migrate takes no arguments, got %q", fs.Args())}
+	if len(v.args) > 0 {
+		return &usageError{fmt.Sprintf("worker migrate takes no arguments, got %q", v.args)}
 	}
 	logger, err := newLogger(e, v)
 	if err != nil {

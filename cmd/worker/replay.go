@@ -30,8 +30,8 @@ func parseTime(name, raw string) (time.Time, error) {
 }
 
 func cmdReplay(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
-	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("worker replay takes flags only, got %q", fs.Args())}
+	if len(v.args) > 0 {
+		return &usageError{fmt.Sprintf("worker replay takes flags only, got %q", v.args)}
 	}
 	logger, err := newLogger(e, v)
 	if err != nil {

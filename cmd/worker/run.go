@@ -114,8 +114,8 @@ func daemonConfig(v *values, logger *slog.Logger) (daemon.Config, error) {
 var _ = accesstoken.DefaultAudience
 
 func cmdRun(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
-	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("worker run takes no arguments, got %q", fs.Args())}
+	if len(v.args) > 0 {
+		return &usageError{fmt.Sprintf("worker run takes no arguments, got %q", v.args)}
 	}
 	logger, err := newLogger(e, v)
 	if err != nil {

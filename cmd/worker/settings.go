@@ -66,6 +66,7 @@ var settings = []setting{
 type values struct {
 	v      map[string]string
 	source map[string]string // "flag", "env", "file", "default"
+	args   []string          // positional arguments
 }
 
 func (s setting) takes(cmd string) bool {
@@ -79,7 +80,7 @@ func (s setting) takes(cmd string) bool {
 
 // parseSettings registers the command's settings on fs, parses args, and
 // resolves every setting. getenv and readFile are injected for tests.
-func parseSettings(fs *flag.FlagSet, cmd string, args []string, getenv func(string) string, readFile func(string) ([]byte, error)) (*values, error) {
+func parseSettings(fs *flag.FlagSet, cmd string, stopAtFirstArg bool, args []string, getenv func(string) string, readFile func(string) ([]byte, error)) (*values, error) {
 	flagVals := map[string]*string{}
 	for _, s := range settings {
 		if !s.takes(cmd) {
@@ -93,13 +94,26 @@ func parseSettings(fs *flag.FlagSet, cmd string, args []string, getenv func(stri
 		// environment, then the file, then the default.
 		flagVals[s.env] = fs.String(s.flag, "", usage)
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	// Flags may come after positional arguments (worker keys revoke ID --at
+	// ...), unless stopAtFirstArg: the keys command's first argument is an
+	// action with flags of its own.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 || stopAtFirstArg {
+			positional = append(positional, args...)
+			break
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	out := &values{v: map[string]string{}, source: map[string]string{}}
+	out := &values{v: map[string]string{}, source: map[string]string{}, args: positional}
 	for _, s := range settings {
 		if !s.takes(cmd) {
 			continue

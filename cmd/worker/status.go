@@ -42,8 +42,8 @@ type statusReport struct {
 }
 
 func cmdStatus(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
-	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("worker status takes flags only, got %q", fs.Args())}
+	if len(v.args) > 0 {
+		return &usageError{fmt.Sprintf("worker status takes flags only, got %q", v.args)}
 	}
 	mode, err := v.oneOf("KEYWORKER_MODE", "logical", "listen")
 	if err != nil {

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"os"
+	"strings"
+	"testing"
+)
+
+func resolve(t *testing.T, cmd string, args []string, envv map[string]string) (*values, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return parseSettings(fs, cmd, false, args, func(k string) string { return envv[k] }, func(name string) ([]byte, error) {
+		if v, ok := envv["file:"+name]; ok {
+			return []byte(v), nil
+		}
+		return nil, os.ErrNotExist
+	})
+}
+
+func TestSettingsPrecedenceFlagEnvFileDefault(t *testing.T) {
+	t.Parallel()
+	v, err := resolve(t, "run", []string{"--schema", "from_flag"}, map[string]string{
+		"KEYWORKER_SCHEMA":           "from_env",
+		"KEYWORKER_KEY_PREFIX":       "acme_live",
+		"KEYWORKER_SEALING_KEY_FILE": "/secrets/sealing",
+		"file:/secrets/sealing":      "c2VhbGVk\n",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for env, want := range map[string]string{
+		"KEYWORKER_SCHEMA":      "from_flag",
+		"KEYWORKER_KEY_PREFIX":  "acme_live",
+		"KEYWORKER_SEALING_KEY": "c2VhbGVk",
+		"KEYWORKER_MODE":        "logical",
+		"KEYWORKER_HTTP_ADDR":   "127.0.0.1:8080",
+	} {
+		if got := v.str(env); got != want {
+			t.Errorf("%s = %q, want %q (source %s)", env, got, want, v.source[env])
+		}
+	}
+	if v.source["KEYWORKER_SEALING_KEY"] != "file" || v.source["KEYWORKER_MODE"] != "default" {
+		t.Errorf("sources: %v", v.source)
+	}
+}
+
+func TestSettingsRejectBothValueAndFile(t *testing.T) {
+	t.Parallel()
+	_, err := resolve(t, "run", nil, map[string]string{"KEYWORKER_SEALING_KEY": "x", "KEYWORKER_SEALING_KEY_FILE": "/f"})
+	if err == nil || !strings.Contains(err.Error(), "both KEYWORKER_SEALING_KEY and KEYWORKER_SEALING_KEY_FILE") {
+		t.Fatalf("got %v", err)
+	}
+	_, err = resolve(t, "run", nil, map[string]string{"KEYWORKER_JWT_SECRET_FILE": "/missing"})
+	if err == nil || !strings.Contains(err.Error(), "KEYWORKER_JWT_SECRET_FILE") {
+		t.Fatalf("unreadable file: %v", err)
+	}
+}
+
+func TestEverySecretSettingReadsFromAFile(t *testing.T) {
+	t.Parallel()
+	for _, s := range settings {
+		if !s.secret {
+			continue
+		}
+		cmd := s.groups[0]
+		v, err := resolve(t, cmd, nil, map[string]string{s.env + "_FILE": "/s", "file:/s": "value\r\n"})
+		if err != nil {
+			t.Fatalf("%s: %v", s.env, err)
+		}
+		if v.str(s.env) != "value" {
+			t.Errorf("%s from file = %q", s.env, v.str(s.env))
+		}
+	}
+}
+
+func TestRunConfigErrorsNameTheSettingAndValue(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{
+		"DATABASE_URL":          "postgres://u:pw@127.0.0.1:1/db",
+		"KEYWORKER_SEALING_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+	}
+	cases := []struct {
+		set  map[string]string
+		want string
+	}{
+		{map[string]string{"KEYWORKER_SEALING_KEY": ""}, "KEYWORKER_SEALING_KEY is not set"},
+		{map[string]string{"KEYWORKER_SEALING_KEY": "c2hvcnQ="}, "KEYWORKER_SEALING_KEY: sealing key must be 32 bytes"},
+		{map[string]string{"DATABASE_URL": ""}, "DATABASE_URL is not set"},
+		{map[string]string{"KEYWORKER_MODE": "cdc"}, `KEYWORKER_MODE="cdc" is not allowed: use one of logical, listen`},
+		{map[string]string{"KEYWORKER_KEY_PREFIX": "Acme"}, "KEYWORKER_KEY_PREFIX"},
+		{map[string]string{"KEYWORKER_KEY_TTL": "1 year"}, `KEYWORKER_KEY_TTL="1 year" is not a duration`},
+		{map[string]string{"KEYWORKER_INCLUDE_ANONYMOUS": "maybe"}, `KEYWORKER_INCLUDE_ANONYMOUS="maybe" is not a boolean`},
+		{map[string]string{"KEYWORKER_USERS_TABLE": "users"}, `users table "users" is invalid`},
+		{map[string]string{"KEYWORKER_WEBHOOK_URL": "https://example.com/hook"}, "KEYWORKER_WEBHOOK_URL and KEYWORKER_WEBHOOK_SECRET go together"},
+		{map[string]string{"KEYWORKER_SMTP_URL": "smtp://mail.example.com"}, "KEYWORKER_MAIL_FROM"},
+		{map[string]string{"KEYWORKER_LOG_LEVEL": "loud"}, `KEYWORKER_LOG_LEVEL="loud"`},
+		{map[string]string{"KEYWORKER_HTTP_ADDR": "0.0.0.0:8080"}, "KEYWORKER_DASHBOARD_PASSWORD"},
+	}
+	for _, c := range cases {
+		envv := map[string]string{}
+		for k, v := range base {
+			envv[k] = v
+		}
+		for k, v := range c.set {
+			envv[k] = v
+		}
+		_, _, err := invoke(context.Background(), envv, "", "run")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("with %v: got %v, want it to contain %q", c.set, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "pw@") {
+			t.Errorf("error shows the database password: %v", err)
+		}
+	}
+}
+
+func TestCommandLineMistakesExitTwo(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, _, err := invoke(ctx, nil, "")
+	wantUsageError(t, err, "no command given")
+	_, stderr, err := invoke(ctx, nil, "", "frobnicate")
+	wantUsageError(t, err, `unknown command "frobnicate"`)
+	if !strings.Contains(stderr, "commands:") {
+		t.Errorf("unknown command does not list the commands: %q", stderr)
+	}
+	_, _, err = invoke(ctx, nil, "", "migrate", "--no-such-flag")
+	wantUsageError(t, err, "no-such-flag")
+	if exitCode(err) != 2 {
+		t.Errorf("exit code %d, want 2", exitCode(err))
+	}
+	_, _, err = invoke(ctx, nil, "", "replay", "--since", "yesterday")
+	wantUsageError(t, err, `--since="yesterday" is not a time`)
+}
+
+func TestHelpForEveryCommand(t *testing.T) {
+	t.Parallel()
+	out, _, err := invoke(context.Background(), nil, "", "help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commands {
+		if !strings.Contains(out, "  "+c.name+" ") {
+			t.Errorf("help does not list %s", c.name)
+		}
+		_, stderr, err := invoke(context.Background(), nil, "", c.name, "--help")
+		if err != nil {
+			t.Errorf("%s --help: %v", c.name, err)
+		}
+		if !strings.Contains(stderr, "usage: worker "+c.name) {
+			t.Errorf("%s --help prints %q", c.name, stderr)
+		}
+	}
+	table, _, err := invoke(context.Background(), nil, "", "help", "settings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(table, "`"+s.env+"`") {
+			t.Errorf("settings table lacks %s", s.env)
+		}
+	}
+}
+
+func TestREADMEConfigurationTableIsCurrent(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	printSettingsTable(&b)
+	if !strings.Contains(string(readme), b.String()) {
+		t.Fatal("README.md's configuration table differs from `worker help settings`: paste the output of `go run ./cmd/worker help settings` into it")
+	}
+}
