@@ -51,6 +51,19 @@ type Config struct {
 	Logger *slog.Logger
 	// PG configures the throwaway server.
 	PG pgtemp.Config
+	// OnReady, when set, is called once the scripted part is done, with
+	// what a user would now open; the demo keeps running until ctx ends.
+	OnReady func(Ready)
+}
+
+// Ready tells where the running demo can be reached.
+type Ready struct {
+	// URL is the daemon's base URL, e.g. http://127.0.0.1:8080.
+	URL string
+	// DashboardUser and DashboardPassword open /riverui/.
+	DashboardUser, DashboardPassword string
+	// DatabaseURL is the demo database's connection string.
+	DatabaseURL string
 }
 
 // Run runs the demo until ctx ends (or, with Exit, until the script is done)
@@ -207,6 +220,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		say("  or type an email address and Enter to sign someone up.")
 	}
 	say("  Ctrl-C stops keyworker and removes everything the demo made.")
+	if cfg.OnReady != nil {
+		cfg.OnReady(Ready{URL: base, DashboardUser: "admin", DashboardPassword: password, DatabaseURL: dbURL})
+	}
 
 	lines := make(chan string)
 	if cfg.In != nil {

@@ -1,0 +1,107 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDashboardInARealBrowser runs the demo, then opens the River UI in
+// headless Chromium: with credentials it shows the key jobs, without them
+// the server answers 401. The screenshot goes to docs/dashboard.png when
+// KEYWORKER_UPDATE_SCREENSHOT=1.
+func TestDashboardInARealBrowser(t *testing.T) {
+	chromium := findChromium()
+	if chromium == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("Chromium is not installed: .ci/run installs Debian's chromium package for this test")
+		}
+		t.Skip("no Chromium on this machine (apt-get install -y chromium)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	demoCtx, stopDemo := context.WithCancel(ctx)
+	ready := make(chan Ready, 1)
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(demoCtx, Config{HTTPAddr: "127.0.0.1:0", Users: 3, Out: &out, OnReady: func(r Ready) { ready <- r }})
+	}()
+	var r Ready
+	select {
+	case r = <-ready:
+	case err := <-done:
+		t.Fatalf("demo ended before it was ready: %v\n%s", err, out.String())
+	case <-ctx.Done():
+		t.Fatal("demo never became ready")
+	}
+	defer func() {
+		stopDemo()
+		if err := <-done; err != nil {
+			t.Errorf("demo: %v", err)
+		}
+		if !strings.Contains(out.String(), "removed the throwaway PostgreSQL") {
+			t.Errorf("demo did not clean up:\n%s", out.String())
+		}
+	}()
+
+	// Without credentials: 401, for the page and for its API.
+	for _, path := range []string{"/riverui/", "/riverui/api/jobs?state=completed"} {
+		resp, err := http.Get(r.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("GET %s without credentials: %d, want 401", path, resp.StatusCode)
+		}
+	}
+
+	b, err := startBrowser(ctx, chromium, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(r.DashboardUser+":"+r.DashboardPassword))
+	if err := b.open(ctx, map[string]string{"Authorization": auth}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.navigate(ctx, r.URL+"/riverui/jobs?state=completed"); err != nil {
+		t.Fatal(err)
+	}
+	waitCtx, cancelWait := context.WithTimeout(ctx, 45*time.Second)
+	text, err := b.waitText(waitCtx, func(s string) bool {
+		return strings.Contains(s, "keyworker.create_key") && strings.Contains(s, "keyworker.deliver_notice")
+	})
+	cancelWait()
+	if err != nil {
+		t.Fatalf("the dashboard never listed the key jobs: %v\npage text:\n%s", err, text)
+	}
+	png, err := b.screenshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(png) < 10_000 {
+		t.Fatalf("screenshot is only %d bytes: the page is probably blank", len(png))
+	}
+	if os.Getenv("KEYWORKER_UPDATE_SCREENSHOT") == "1" {
+		if err := os.WriteFile("../docs/dashboard.png", png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The same page without the header: the dashboard's API answers the
+	// browser 401.
+	if err := b.call(ctx, "Network.setExtraHTTPHeaders", map[string]any{"headers": map[string]string{}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	status, err := b.eval(ctx, `fetch("/riverui/api/jobs?state=completed", {credentials: "omit"}).then(r => String(r.status))`)
+	if err != nil || status != "401" {
+		t.Fatalf("the browser's request without credentials got %q (%v), want 401", status, err)
+	}
+}
