@@ -407,8 +407,9 @@ func (l *Logical) ensurePublication(ctx context.Context) error {
 			return &PreflightError{Kind: ErrNotPublishable,
 				Detail: fmt.Sprintf("publication %s does not exist, and only the owner of %s (%s) may publish the table; this role is %s",
 					l.cfg.PublicationName, t, owner, l.facts.user),
-				Fix: fmt.Sprintf("have %s run this statement once, e.g. `psql \"<direct connection string>\"` connected as %s (or as a superuser); "+
-					"keyworker then uses the publication as it is", owner, owner),
+				Fix: fmt.Sprintf("have %s run this statement once, e.g. `psql \"<direct connection string>\"` connected as %s (or as a superuser; "+
+					"creating a publication also needs CREATE on the database, so a superuser may first have to GRANT CREATE ON DATABASE %s TO %s); "+
+					"keyworker then uses the publication as it is", owner, owner, l.facts.database, owner),
 				Statements: []string{stmt},
 				Cause:      cause}
 		}

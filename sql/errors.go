@@ -15,7 +15,7 @@ func explain(err error) error {
 	}
 	switch pgErr.Code {
 	case "42501": // insufficient_privilege
-		return fmt.Errorf("%w (the migrating role lacks a privilege: it needs CREATE on the database and REFERENCES on the users table; on Supabase run `worker migrate` with the postgres role's direct connection)", err)
+		return fmt.Errorf("%w (the migrating role lacks a privilege: it needs CREATE on the database, USAGE on the users table's schema, and SELECT and REFERENCES on the users table; on Supabase run `worker migrate` with the postgres role's direct connection)", err)
 	case "42P01": // undefined_table
 		return fmt.Errorf("%w (the users table does not exist: set KEYWORKER_USERS_TABLE to your schema-qualified users table)", err)
 	case "42703": // undefined_column

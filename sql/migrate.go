@@ -179,7 +179,10 @@ func MigrateConn(ctx context.Context, conn *pgx.Conn, cfg Config) (*Result, erro
 		return nil, err
 	}
 
-	migrator, err := rivermigrate.New(riverpgxv5.New(nil), &rivermigrate.Config{Schema: cfg.Schema, Logger: cfg.Logger})
+	// River logs every version at INFO and "no migrations" on every call;
+	// keep its warnings only. What was applied is in Result and our log.
+	riverLog := slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn})
+	migrator, err := rivermigrate.New(riverpgxv5.New(nil), &rivermigrate.Config{Schema: cfg.Schema, Logger: riverLog})
 	if err != nil {
 		return nil, fmt.Errorf("preparing River migrations: %w", err)
 	}
@@ -202,6 +205,9 @@ func MigrateConn(ctx context.Context, conn *pgx.Conn, cfg Config) (*Result, erro
 			break
 		}
 		res.RiverApplied = append(res.RiverApplied, applied...)
+	}
+	if len(res.RiverApplied) > 0 {
+		cfg.Logger.Info("River migrations applied", "component", "migrate", "schema", cfg.Schema, "versions", res.RiverApplied)
 	}
 
 	grants, err := files.ReadFile("grants.sql")
@@ -294,3 +300,17 @@ func replacer(cfg Config) *strings.Replacer {
 func quoteLiteral(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler { return minLevel{h.Handler.WithAttrs(a), h.min} }
+
+func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }
