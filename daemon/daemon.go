@@ -12,11 +12,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 	"riverqueue.com/riverui"
 
 	"github.com/keyworker/keyworker/accesstoken"
@@ -86,7 +89,8 @@ type Config struct {
 	// HTTP configures the listener; its function fields are set here.
 	HTTP server.Config
 	// PublicURL is the base URL users reach the reveal endpoint at, for
-	// notices. Defaults to http://<HTTP.Addr>.
+	// notices. Defaults to http://<the address the HTTP server bound>
+	// (https with TLS), so port 0 gives the port actually chosen.
 	PublicURL string
 
 	// Webhook and SMTP, when their URL is set, are notice sinks; NotifyLog
@@ -99,6 +103,11 @@ type Config struct {
 
 	// ReconcileInterval, JobRetention: see jobs.Config.
 	ReconcileInterval, JobRetention time.Duration
+	// RetryPolicy, FetchPollInterval and FetchCooldown tune River: when a
+	// failed job runs again, and how often it looks for jobs. See
+	// jobs.Config; they default to River's defaults.
+	RetryPolicy                      river.ClientRetryPolicy
+	FetchPollInterval, FetchCooldown time.Duration
 	// ShutdownTimeout bounds draining running jobs on Stop. Defaults to
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
@@ -117,13 +126,6 @@ func (c Config) withDefaults() Config {
 	c.Table = c.Table.WithDefaults()
 	if c.HTTP.Addr == "" {
 		c.HTTP.Addr = server.DefaultAddr
-	}
-	if c.PublicURL == "" {
-		scheme := "http"
-		if c.HTTP.TLSCertFile != "" {
-			scheme = "https"
-		}
-		c.PublicURL = scheme + "://" + c.HTTP.Addr
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	if c.ShutdownTimeout == 0 {
@@ -169,17 +171,19 @@ type Daemon struct {
 	log     *slog.Logger
 	metrics *metrics.Registry
 
-	pool   *pgxpool.Pool
-	store  *keystore.Store
-	jobs   *jobs.Client
-	source source
-	ui     *riverui.Handler
-	http   *server.Server
-	tokens *accesstoken.Verifier
+	pool    *pgxpool.Pool
+	store   *keystore.Store
+	jobs    *jobs.Client
+	http    *server.Server
+	tokens  *accesstoken.Verifier
+	senders []notify.Sender
+	// ui is set once River UI runs; the HTTP server starts before it.
+	ui atomic.Pointer[riverui.Handler]
 
 	mu       sync.Mutex
 	started  bool
 	stopped  bool
+	source   source // set under mu: the HTTP server reads it
 	cancel   context.CancelFunc
 	failures chan error
 }
@@ -191,13 +195,25 @@ type source interface {
 	Status() listener.Status
 }
 
-// New checks cfg; nothing connects until Start.
+// New checks cfg (every setting that can be checked without connecting:
+// the HTTP server's, the notice senders', the token verifier's); nothing
+// connects until Start.
 func New(cfg Config) (*Daemon, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failures: make(chan error, 4)}, nil
+	d := &Daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failures: make(chan error, 4)}
+	var err error
+	if d.senders, err = d.buildSenders(); err != nil {
+		return nil, err
+	}
+	if cfg.Tokens.JWTSecret != nil || cfg.Tokens.JWKSURL != "" {
+		if d.tokens, err = accesstoken.New(cfg.Tokens); err != nil {
+			return nil, fmt.Errorf("KEYWORKER_JWT_SECRET / KEYWORKER_JWKS_URL: %w", err)
+		}
+	}
+	return d, nil
 }
 
 // Start brings the parts up in order and fails fast: the database, the
@@ -267,21 +283,67 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	senders, err := d.senders()
+	if d.tokens != nil && cfg.Tokens.JWKSURL != "" {
+		if err := d.tokens.RefreshKeys(ctx); err != nil {
+			d.log.Warn("fetching the JWKS failed; reveal will retry", "component", "daemon", "error", err)
+		}
+	}
+	if d.tokens == nil {
+		d.log.Warn("key pick-up is disabled: set KEYWORKER_JWT_SECRET or KEYWORKER_JWKS_URL", "component", "daemon")
+	}
+
+	// The HTTP server binds before the parts that need its address (the
+	// notices carry the reveal URL, which with port 0 is known only now).
+	// Until the rest is up, /readyz answers 503 and the dashboard 503.
+	d.registerMetrics()
+	hcfg := cfg.HTTP
+	hcfg.Dashboard = http.HandlerFunc(d.serveDashboard)
+	hcfg.Metrics = d.metrics.Handler()
+	hcfg.Ready = d.ready
+	hcfg.Logger = d.log
+	hcfg.OnReveal = func(outcome string) {
+		d.metrics.Counter("keyworker_reveals_total", "Reveal requests by outcome.", "outcome", outcome).Inc()
+	}
+	if d.tokens != nil {
+		hcfg.VerifyToken = d.verifyToken
+		hcfg.Reveal = d.reveal
+	}
+	d.http, err = server.New(hcfg)
 	if err != nil {
 		return err
 	}
+	if err := d.http.Start(runCtx); err != nil {
+		return err
+	}
+	go func() {
+		<-d.http.Done()
+		if err := d.http.Err(); err != nil {
+			d.fail(fmt.Errorf("HTTP server: %w", err))
+		}
+	}()
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		scheme := "http"
+		if cfg.HTTP.TLSCertFile != "" {
+			scheme = "https"
+		}
+		publicURL = scheme + "://" + d.http.Addr()
+	}
+
 	d.jobs, err = jobs.NewClient(d.pool, jobs.Config{
 		Schema:                cfg.Schema,
 		Table:                 cfg.Table,
 		Store:                 d.store,
-		Senders:               senders,
-		RevealURL:             cfg.PublicURL + "/v1/keys/reveal",
+		Senders:               d.senders,
+		RevealURL:             publicURL + "/v1/keys/reveal",
 		EmailColumn:           cfg.EmailColumn,
 		IncludeAnonymous:      cfg.IncludeAnonymous,
 		KeyTTL:                cfg.KeyTTL,
 		ReconcileInterval:     cfg.ReconcileInterval,
 		CompletedJobRetention: cfg.JobRetention,
+		RetryPolicy:           cfg.RetryPolicy,
+		FetchPollInterval:     cfg.FetchPollInterval,
+		FetchCooldown:         cfg.FetchCooldown,
 		Logger:                d.log,
 		OnEvent:               d.onJobEvent,
 	})
@@ -306,33 +368,23 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		Logger:           d.log,
 		OnBatch:          d.onBatch,
 	}
+	var src source
 	if cfg.Mode == ModeListen {
-		d.source, err = listener.NewListen(lcfg)
+		src, err = listener.NewListen(lcfg)
 	} else {
-		d.source, err = listener.NewLogical(lcfg)
+		src, err = listener.NewLogical(lcfg)
 	}
 	if err != nil {
 		return err
 	}
-	if err := d.source.Start(runCtx); err != nil {
+	d.mu.Lock()
+	d.source = src
+	d.mu.Unlock()
+	if err := src.Start(runCtx); err != nil {
 		return err
 	}
 
-	if cfg.Tokens.JWTSecret != nil || cfg.Tokens.JWKSURL != "" {
-		d.tokens, err = accesstoken.New(cfg.Tokens)
-		if err != nil {
-			return err
-		}
-		if cfg.Tokens.JWKSURL != "" {
-			if err := d.tokens.RefreshKeys(ctx); err != nil {
-				d.log.Warn("fetching the JWKS failed; reveal will retry", "component", "daemon", "error", err)
-			}
-		}
-	} else {
-		d.log.Warn("key pick-up is disabled: set KEYWORKER_JWT_SECRET or KEYWORKER_JWKS_URL", "component", "daemon")
-	}
-
-	d.ui, err = riverui.NewHandler(&riverui.HandlerOpts{
+	ui, err := riverui.NewHandler(&riverui.HandlerOpts{
 		Endpoints: riverui.NewEndpoints(d.jobs.River(), nil),
 		Logger:    d.log.With("component", "riverui"),
 		Prefix:    "/riverui",
@@ -340,38 +392,23 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("building the River UI: %w", err)
 	}
-	if err := d.ui.Start(runCtx); err != nil {
+	if err := ui.Start(runCtx); err != nil {
 		return fmt.Errorf("starting the River UI: %w", err)
 	}
+	d.ui.Store(ui)
 
-	d.registerMetrics()
-	hcfg := cfg.HTTP
-	hcfg.Dashboard = d.ui
-	hcfg.Metrics = d.metrics.Handler()
-	hcfg.Ready = d.ready
-	hcfg.Logger = d.log
-	hcfg.OnReveal = func(outcome string) {
-		d.metrics.Counter("keyworker_reveals_total", "Reveal requests by outcome.", "outcome", outcome).Inc()
-	}
-	if d.tokens != nil {
-		hcfg.VerifyToken = d.verifyToken
-		hcfg.Reveal = d.reveal
-	}
-	d.http, err = server.New(hcfg)
-	if err != nil {
-		return err
-	}
-	if err := d.http.Start(runCtx); err != nil {
-		return err
-	}
-	go func() {
-		<-d.http.Done()
-		if err := d.http.Err(); err != nil {
-			d.fail(fmt.Errorf("HTTP server: %w", err))
-		}
-	}()
-	d.log.Info("keyworker running", "component", "daemon", "mode", cfg.Mode, "schema", cfg.Schema, "users_table", cfg.Table.String(), "http", d.http.Addr())
+	d.log.Info("keyworker running", "component", "daemon", "mode", cfg.Mode, "schema", cfg.Schema, "users_table", cfg.Table.String(), "http", d.http.Addr(), "public_url", publicURL)
 	return nil
+}
+
+// serveDashboard serves River UI once it runs.
+func (d *Daemon) serveDashboard(w http.ResponseWriter, r *http.Request) {
+	ui := d.ui.Load()
+	if ui == nil {
+		http.Error(w, "keyworker is starting: the dashboard is not ready yet", http.StatusServiceUnavailable)
+		return
+	}
+	ui.ServeHTTP(w, r)
 }
 
 func (d *Daemon) fail(err error) {
@@ -413,9 +450,10 @@ func (d *Daemon) Stop() {
 		return
 	}
 	d.stopped = true
+	src := d.source
 	d.mu.Unlock()
-	if d.source != nil {
-		d.source.Stop()
+	if src != nil {
+		src.Stop()
 	}
 	if d.jobs != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
@@ -450,15 +488,20 @@ func (d *Daemon) Pool() *pgxpool.Pool { return d.pool }
 // Store is the key store (nil before Start).
 func (d *Daemon) Store() *keystore.Store { return d.store }
 
-// SourceStatus is the signup source's status.
+// SourceStatus is the signup source's status (the zero Status before
+// Start has made the source). It is safe for concurrent use.
 func (d *Daemon) SourceStatus() listener.Status {
-	if d.source == nil {
+	d.mu.Lock()
+	src := d.source
+	d.mu.Unlock()
+	if src == nil {
 		return listener.Status{}
 	}
-	return d.source.Status()
+	return src.Status()
 }
 
-func (d *Daemon) senders() ([]notify.Sender, error) {
+// buildSenders makes the configured notice senders (no connection yet).
+func (d *Daemon) buildSenders() ([]notify.Sender, error) {
 	var out []notify.Sender
 	if d.cfg.Webhook.URL != "" {
 		w, err := notify.NewWebhook(d.cfg.Webhook)
@@ -511,7 +554,10 @@ func (d *Daemon) ready(ctx context.Context) error {
 	if err := d.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("database unreachable: %w", err)
 	}
-	st := d.source.Status()
+	if d.ui.Load() == nil {
+		return errors.New("keyworker is starting")
+	}
+	st := d.SourceStatus()
 	switch st.Role {
 	case listener.RoleStreaming, listener.RoleStandby, listener.RoleListening:
 		return nil
@@ -522,4 +568,3 @@ func (d *Daemon) ready(ctx context.Context) error {
 	}
 	return errors.New(msg)
 }
-
