@@ -328,6 +328,12 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 			scheme = "https"
 		}
 		publicURL = scheme + "://" + d.http.Addr()
+		if host, _, err := net.SplitHostPort(d.http.Addr()); err == nil {
+			if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+				d.log.Warn("notices will link to "+publicURL+", which users cannot reach: set KEYWORKER_PUBLIC_URL to the address users reach this server at",
+					"component", "daemon")
+			}
+		}
 	}
 
 	d.jobs, err = jobs.NewClient(d.pool, jobs.Config{

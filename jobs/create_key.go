@@ -27,8 +27,10 @@ const (
 )
 
 // createKeyWorker makes a user's signup key. Everything happens in one
-// transaction: the user's row is locked (FOR KEY SHARE), the key and its
-// sealed secret and audit event are inserted, the DeliverNotice job is
+// transaction: the user is looked up (no row lock: the api_keys foreign key
+// locks the user's row on insert, so a user deleted meanwhile fails the insert
+// and the retry finds user_missing), the key and its sealed secret and audit
+// event are inserted, the DeliverNotice job is
 // inserted, and the job itself is marked completed. A crash anywhere before
 // the commit leaves nothing behind; a job that runs again after the commit
 // (a duplicate) finds the key and makes no second one.
