@@ -50,12 +50,7 @@ import (
 // shape and keyworker's migrations, so a daemon's own migration step is a
 // no-op and each test pays only for CREATE DATABASE.
 var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: func(ctx context.Context, url string) error {
-	p, err := pgxpool.New(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	_, err = kwsql.Migrate(ctx, p, kwsql.Config{})
+	_, err := kwsql.MigrateURL(ctx, url, kwsql.Config{})
 	return err
 }})
 

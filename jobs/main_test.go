@@ -36,12 +36,7 @@ import (
 )
 
 var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: func(ctx context.Context, url string) error {
-	p, err := pgxpool.New(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	_, err = kwsql.Migrate(ctx, p, kwsql.Config{})
+	_, err := kwsql.MigrateURL(ctx, url, kwsql.Config{})
 	return err
 }})
 

@@ -151,6 +151,17 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Result, erro
 	return MigrateConn(ctx, conn.Conn(), cfg)
 }
 
+// MigrateURL is Migrate on a connection opened from a connection string,
+// for test harnesses and tools that hold no pool.
+func MigrateURL(ctx context.Context, url string, cfg Config) (*Result, error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to migrate: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return MigrateConn(ctx, conn, cfg)
+}
+
 // MigrateConn is Migrate on a single connection.
 //
 // keyworker's migrations are applied together in one transaction. River's
