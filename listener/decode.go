@@ -35,17 +35,17 @@ func newRelation(m *pglogrepl.RelationMessage, t users.Table) (*relation, error)
 		switch c.Name {
 		case t.IDColumn:
 			r.id, r.idOID = i, c.DataType
-		case t.CreatedAtColumn:
+		case t.CreatedAt():
 			r.createdAt, r.createdAtOID = i, c.DataType
-		case t.AnonymousColumn:
+		case t.Anonymous():
 			r.anonymous, r.anonymousOID = i, c.DataType
 		}
 	}
 	if r.id < 0 {
 		return nil, fmt.Errorf("the replication stream carries %s without its id column %q: check the publication's column list", r.name, t.IDColumn)
 	}
-	if t.AnonymousColumn != "" && r.anonymous < 0 {
-		return nil, fmt.Errorf("the replication stream carries %s without its anonymous column %q: check the publication's column list", r.name, t.AnonymousColumn)
+	if t.Anonymous() != "" && r.anonymous < 0 {
+		return nil, fmt.Errorf("the replication stream carries %s without its anonymous column %q: check the publication's column list", r.name, t.Anonymous())
 	}
 	return r, nil
 }

@@ -198,8 +198,8 @@ func (l *Listen) preflight(ctx context.Context) error {
 func (l *Listen) functionBody() string {
 	t := l.cfg.Table
 	where := ""
-	if t.AnonymousColumn != "" && !l.cfg.IncludeAnonymous {
-		where = " WHERE NOT coalesce(n." + users.Col(t.AnonymousColumn) + ", false)"
+	if t.Anonymous() != "" && !l.cfg.IncludeAnonymous {
+		where = " WHERE NOT coalesce(n." + users.Col(t.Anonymous()) + ", false)"
 	}
 	return `
 DECLARE

@@ -54,18 +54,18 @@ func ParseTable(qualified string) (Table, error) {
 	return Table{Schema: schema, Name: name}.WithDefaults(), nil
 }
 
-// WithDefaults returns a copy with empty fields set to their defaults and
-// "-" turned into "" (no such column).
+// None, as an optional column's name, says the table has no such column.
+const None = "-"
+
+// WithDefaults returns a copy with empty fields set to their defaults. It
+// may be called any number of times: None stays None.
 func (t Table) WithDefaults() Table {
 	if t.Schema == "" && t.Name == "" {
 		t.Schema, t.Name = "auth", "users"
 	}
 	def := func(v *string, d string) {
-		switch *v {
-		case "":
+		if *v == "" {
 			*v = d
-		case "-":
-			*v = ""
 		}
 	}
 	def(&t.IDColumn, DefaultIDColumn)
@@ -87,11 +87,27 @@ func (t Table) Validate() error {
 	for _, f := range []struct{ what, v string }{
 		{"created-at column", t.CreatedAtColumn}, {"anonymous column", t.AnonymousColumn}, {"deleted-at column", t.DeletedAtColumn},
 	} {
-		if f.v != "" && !identRe.MatchString(f.v) {
+		if f.v != "" && f.v != None && !identRe.MatchString(f.v) {
 			return fmt.Errorf("users %s %q is invalid: use a lowercase SQL identifier, or \"-\" if the table has none", f.what, f.v)
 		}
 	}
 	return nil
+}
+
+// CreatedAt is the signup-time column, or "" when the table has none.
+func (t Table) CreatedAt() string { return orNone(t.CreatedAtColumn) }
+
+// Anonymous is the anonymous-flag column, or "" when the table has none.
+func (t Table) Anonymous() string { return orNone(t.AnonymousColumn) }
+
+// DeletedAt is the soft-delete column, or "" when the table has none.
+func (t Table) DeletedAt() string { return orNone(t.DeletedAtColumn) }
+
+func orNone(col string) string {
+	if col == None {
+		return ""
+	}
+	return col
 }
 
 // String is the schema-qualified name, unquoted.
@@ -108,11 +124,11 @@ func Col(name string) string { return pgx.Identifier{name}.Sanitize() }
 // leave the database.
 func (t Table) Columns() []string {
 	cols := []string{t.IDColumn}
-	if t.CreatedAtColumn != "" {
-		cols = append(cols, t.CreatedAtColumn)
+	if t.CreatedAt() != "" {
+		cols = append(cols, t.CreatedAt())
 	}
-	if t.AnonymousColumn != "" {
-		cols = append(cols, t.AnonymousColumn)
+	if t.Anonymous() != "" {
+		cols = append(cols, t.Anonymous())
 	}
 	return cols
 }
@@ -137,19 +153,20 @@ func (t Table) Check(ctx context.Context, db Querier) error {
 		return fmt.Errorf("%w: %s does not exist (or this role may not see it); set KEYWORKER_USERS_TABLE to your schema-qualified users table", ErrNoTable, t)
 	}
 	type wantCol struct {
-		name  string
-		types []string
+		name    string
+		types   []string
+		setting string
 	}
 	timestamps := []string{"timestamp with time zone", "timestamp without time zone"}
-	want := []wantCol{{t.IDColumn, []string{"uuid"}}}
-	if t.CreatedAtColumn != "" {
-		want = append(want, wantCol{t.CreatedAtColumn, timestamps})
+	want := []wantCol{{t.IDColumn, []string{"uuid"}, "KEYWORKER_USERS_ID_COLUMN"}}
+	if t.CreatedAt() != "" {
+		want = append(want, wantCol{t.CreatedAt(), timestamps, "KEYWORKER_USERS_CREATED_AT_COLUMN"})
 	}
-	if t.AnonymousColumn != "" {
-		want = append(want, wantCol{t.AnonymousColumn, []string{"boolean"}})
+	if t.Anonymous() != "" {
+		want = append(want, wantCol{t.Anonymous(), []string{"boolean"}, "KEYWORKER_USERS_ANONYMOUS_COLUMN"})
 	}
-	if t.DeletedAtColumn != "" {
-		want = append(want, wantCol{t.DeletedAtColumn, timestamps})
+	if t.DeletedAt() != "" {
+		want = append(want, wantCol{t.DeletedAt(), timestamps, "KEYWORKER_USERS_DELETED_AT_COLUMN"})
 	}
 	rows, err := db.Query(ctx, `SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2`, t.Schema, t.Name)
 	if err != nil {
@@ -170,7 +187,11 @@ func (t Table) Check(ctx context.Context, db Querier) error {
 		col, types := w.name, w.types
 		typ, ok := have[col]
 		if !ok {
-			return fmt.Errorf("users table %s has no column %q: name the right column in the configuration, or \"-\" for an optional one the table lacks", t, col)
+			hint := "set " + w.setting + " to the right column"
+			if w.setting != "KEYWORKER_USERS_ID_COLUMN" {
+				hint += `, or to "-" if the table has none`
+			}
+			return fmt.Errorf("users table %s has no column %q: %s", t, col, hint)
 		}
 		okType := false
 		for _, w := range types {
@@ -200,19 +221,19 @@ type Eligibility struct {
 func (t Table) where(e Eligibility, argN int) (string, []any) {
 	var conds []string
 	var args []any
-	if t.DeletedAtColumn != "" {
-		conds = append(conds, "u."+Col(t.DeletedAtColumn)+" IS NULL")
+	if t.DeletedAt() != "" {
+		conds = append(conds, "u."+Col(t.DeletedAt())+" IS NULL")
 	}
-	if t.AnonymousColumn != "" && !e.IncludeAnonymous {
-		conds = append(conds, "NOT coalesce(u."+Col(t.AnonymousColumn)+", false)")
+	if t.Anonymous() != "" && !e.IncludeAnonymous {
+		conds = append(conds, "NOT coalesce(u."+Col(t.Anonymous())+", false)")
 	}
-	if t.CreatedAtColumn != "" && !e.Since.IsZero() {
+	if t.CreatedAt() != "" && !e.Since.IsZero() {
 		args = append(args, e.Since)
-		conds = append(conds, fmt.Sprintf("u.%s >= $%d", Col(t.CreatedAtColumn), argN+len(args)-1))
+		conds = append(conds, fmt.Sprintf("u.%s >= $%d", Col(t.CreatedAt()), argN+len(args)-1))
 	}
-	if t.CreatedAtColumn != "" && !e.Until.IsZero() {
+	if t.CreatedAt() != "" && !e.Until.IsZero() {
 		args = append(args, e.Until)
-		conds = append(conds, fmt.Sprintf("u.%s < $%d", Col(t.CreatedAtColumn), argN+len(args)-1))
+		conds = append(conds, fmt.Sprintf("u.%s < $%d", Col(t.CreatedAt()), argN+len(args)-1))
 	}
 	if len(conds) == 0 {
 		return "true", nil
@@ -254,12 +275,12 @@ func (s UserState) String() string {
 // asked for it.
 func (t Table) Lookup(ctx context.Context, tx Querier, userID string, includeAnonymous bool) (UserState, error) {
 	sel := "false"
-	if t.DeletedAtColumn != "" {
-		sel = "u." + Col(t.DeletedAtColumn) + " IS NOT NULL"
+	if t.DeletedAt() != "" {
+		sel = "u." + Col(t.DeletedAt()) + " IS NOT NULL"
 	}
 	anon := "false"
-	if t.AnonymousColumn != "" {
-		anon = "coalesce(u." + Col(t.AnonymousColumn) + ", false)"
+	if t.Anonymous() != "" {
+		anon = "coalesce(u." + Col(t.Anonymous()) + ", false)"
 	}
 	var deleted, anonymous bool
 	err := tx.QueryRow(ctx, `SELECT `+sel+`, `+anon+` FROM `+t.Ident()+` u WHERE u.`+Col(t.IDColumn)+` = $1`, userID).Scan(&deleted, &anonymous)
@@ -289,8 +310,8 @@ type Missing struct {
 func (t Table) FindMissing(ctx context.Context, db Querier, keysSchema string, e Eligibility, after string, limit int) ([]Missing, error) {
 	cond, args := t.where(e, 3)
 	createdAt := "NULL::timestamptz"
-	if t.CreatedAtColumn != "" {
-		createdAt = "u." + Col(t.CreatedAtColumn) + "::timestamptz"
+	if t.CreatedAt() != "" {
+		createdAt = "u." + Col(t.CreatedAt()) + "::timestamptz"
 	}
 	if after == "" {
 		after = "00000000-0000-0000-0000-000000000000"

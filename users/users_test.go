@@ -135,12 +135,26 @@ func TestCheckNamesWhatIsMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	members, _ := users.ParseTable("public.members")
-	if err := members.Check(ctx, db); err == nil || !strings.Contains(err.Error(), `no column "created_at"`) {
+	if err := members.Check(ctx, db); err == nil || !strings.Contains(err.Error(), `no column "created_at": set KEYWORKER_USERS_CREATED_AT_COLUMN`) {
 		t.Fatalf("missing column: %v", err)
 	}
-	members.CreatedAtColumn, members.AnonymousColumn, members.DeletedAtColumn = "", "", ""
+	members.CreatedAtColumn, members.AnonymousColumn, members.DeletedAtColumn = users.None, users.None, users.None
+	// Defaults are applied again and again on the way through the layers;
+	// None must survive them.
+	members = members.WithDefaults().WithDefaults()
 	if err := members.Check(ctx, db); err != nil {
 		t.Fatalf("table without optional columns: %v", err)
+	}
+	if _, err := db.Exec(ctx, `INSERT INTO public.members (id) VALUES ($1)`, uid(9)); err != nil {
+		t.Fatal(err)
+	}
+	found, err := members.FindMissing(ctx, db, "keyworker", users.Eligibility{Since: time.Now().Add(-time.Hour)}, "", 10)
+	if err != nil || len(found) != 1 || found[0].UserID != uid(9) {
+		t.Fatalf("FindMissing on a table without optional columns: %v, %v", found, err)
+	}
+	state, err := members.Lookup(ctx, db, uid(9), false)
+	if err != nil || state != users.UserEligible {
+		t.Fatalf("Lookup on a table without optional columns: %v, %v", state, err)
 	}
 	if _, err := users.ParseTable("users"); err == nil {
 		t.Fatal("unqualified table accepted")

@@ -229,3 +229,23 @@ func TestMigrateIsIdempotentFromTheCommandLine(t *testing.T) {
 		t.Fatalf("migrate on a migrated database: %v %s", err, out)
 	}
 }
+
+func TestReplayOnATableWithoutOptionalColumns(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	envv, pool := dbEnv(t)
+	if _, err := pool.Exec(ctx, `CREATE TABLE public.accounts (id uuid PRIMARY KEY, email text);
+		INSERT INTO public.accounts SELECT gen_random_uuid(), 'a' || i || '@example.com' FROM generate_series(1, 7) i`); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := invoke(ctx, envv, "", "replay", "--dry-run", "--json", "--since", "all",
+		"--users-table", "public.accounts",
+		"--users-created-at-column", "-", "--users-anonymous-column", "-", "--users-deleted-at-column", "-")
+	if err != nil {
+		t.Fatalf("replay on a table with only id and email: %v", err)
+	}
+	var res map[string]any
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res["found"] != float64(7) {
+		t.Fatalf("found %v, want 7 (%s)", res["found"], out)
+	}
+}
