@@ -20,6 +20,18 @@ import (
 // Stop's deadline has passed.
 const stopAndCancelTimeout = 10 * time.Second
 
+// rescueGrace is how long past its timeout a job may still show as running
+// before River's rescuer takes it for the job of a dead process (kill -9, a
+// lost machine) and schedules it again. A live process ends every attempt by
+// its timeout (JobTimeout, or the worker's own Timeout, which the rescuer
+// honours per kind), so the grace only covers recording the outcome and
+// clock skew; a job rescued too early runs twice, which both jobs absorb
+// (one signup key per user, no second send to a sink that succeeded).
+// River's default is an hour, during which a signup whose create_key job
+// was interrupted has no key and even the reconciler cannot help (the job
+// still counts as running for uniqueness).
+const rescueGrace = 15 * time.Second
+
 // Client runs keyworker's River workers and periodic jobs, and enqueues
 // signups for the listener (it implements listener.Enqueuer). It is safe for
 // concurrent use.
@@ -71,6 +83,7 @@ func NewClient(pool *pgxpool.Pool, cfg Config) (*Client, error) {
 		CompletedJobRetentionPeriod: retention,
 		CancelledJobRetentionPeriod: retention,
 		JobTimeout:                  cfg.JobTimeout,
+		RescueStuckJobsAfter:        cfg.JobTimeout + rescueGrace,
 		MaxAttempts:                 cfg.CreateKeyMaxAttempts,
 		RetryPolicy:                 cfg.RetryPolicy,
 		FetchPollInterval:           cfg.FetchPollInterval,
@@ -299,8 +312,8 @@ func newDeps(pool *pgxpool.Pool, cfg Config, logger *slog.Logger) *deps {
 		email = "u." + users.Col(cfg.EmailColumn) + "::text"
 	}
 	deleted := "false"
-	if t.DeletedAtColumn != "" {
-		deleted = "u." + users.Col(t.DeletedAtColumn) + " IS NOT NULL"
+	if t.DeletedAt() != "" {
+		deleted = "u." + users.Col(t.DeletedAt()) + " IS NOT NULL"
 	}
 	return &deps{
 		cfg:        cfg,
