@@ -141,6 +141,9 @@ func (c Config) validate() error {
 	if c.DatabaseURL == "" {
 		return errors.New("DATABASE_URL is required")
 	}
+	if err := listener.CheckDirect(c.DatabaseURL); err != nil {
+		return err
+	}
 	if c.Mode != ModeLogical && c.Mode != ModeListen {
 		return fmt.Errorf("KEYWORKER_MODE=%q is not a mode: use logical or listen", c.Mode)
 	}
@@ -179,6 +182,8 @@ type Daemon struct {
 	senders []notify.Sender
 	// ui is set once River UI runs; the HTTP server starts before it.
 	ui atomic.Pointer[riverui.Handler]
+	// running is set when Start has brought every part up.
+	running atomic.Bool
 
 	mu       sync.Mutex
 	started  bool
@@ -356,10 +361,6 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := d.jobs.Start(runCtx); err != nil {
-		return fmt.Errorf("starting River: %w", err)
-	}
-
 	lcfg := listener.Config{
 		ConnString:       cfg.DatabaseURL,
 		Pool:             d.pool,
@@ -386,8 +387,15 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.mu.Lock()
 	d.source = src
 	d.mu.Unlock()
+	// The source's preflight runs before River starts, so a setup error
+	// (no publication, no REPLICATION, ...) stops the process before any
+	// job runs. The source may enqueue at once: River inserts jobs without
+	// a running client, and its workers pick them up when it starts.
 	if err := src.Start(runCtx); err != nil {
 		return err
+	}
+	if err := d.jobs.Start(runCtx); err != nil {
+		return fmt.Errorf("starting River: %w", err)
 	}
 
 	ui, err := riverui.NewHandler(&riverui.HandlerOpts{
@@ -403,6 +411,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	}
 	d.ui.Store(ui)
 
+	d.running.Store(true)
 	d.log.Info("keyworker running", "component", "daemon", "mode", cfg.Mode, "schema", cfg.Schema, "users_table", cfg.Table.String(), "http", d.http.Addr(), "public_url", publicURL)
 	return nil
 }
@@ -477,7 +486,9 @@ func (d *Daemon) Stop() {
 	if d.pool != nil {
 		d.pool.Close()
 	}
-	d.log.Info("stopped", "component", "daemon")
+	if d.running.Load() {
+		d.log.Info("stopped", "component", "daemon")
+	}
 }
 
 // Addr is the HTTP server's bound address.

@@ -207,18 +207,23 @@ type Created struct {
 
 // Info is a key's metadata: everything but the hash and salt.
 type Info struct {
-	ID, UserID, Name, Prefix, Last4, Source string
-	CreatedAt                               time.Time
+	ID        string    `json:"id"`
+	UserID    string    `json:"user_id"`
+	Name      string    `json:"name"`
+	Prefix    string    `json:"prefix"`
+	Last4     string    `json:"last4"`
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
 	// ExpiresAt is when the key stops working, if ever.
-	ExpiresAt *time.Time
+	ExpiresAt *time.Time `json:"expires_at"`
 	// RevokedAt is when the key was or will be revoked; a future time is a
 	// scheduled revocation (rotation overlap) and the key still works until
 	// then.
-	RevokedAt *time.Time
+	RevokedAt *time.Time `json:"revoked_at"`
 	// LastUsedAt is when the key was last verified, at minute resolution.
-	LastUsedAt *time.Time
+	LastUsedAt *time.Time `json:"last_used_at"`
 	// RotatedFrom is the id of the key this one replaced, if any.
-	RotatedFrom string
+	RotatedFrom string `json:"rotated_from,omitempty"`
 }
 
 // Status is the key's state at now, regardless of any secret: StatusRevoked

@@ -43,6 +43,17 @@ func poolerReason(connString string) string {
 	return ""
 }
 
+// CheckDirect reports, before anything connects, whether connString
+// points at a transaction pooler rather than the database itself: a
+// *PreflightError wrapping ErrPooler, or nil. It is the address heuristic
+// of Start's preflight (Supabase's pooler host, port 6543).
+func CheckDirect(connString string) error {
+	if reason := poolerReason(connString); reason != "" {
+		return poolerError(reason, nil)
+	}
+	return nil
+}
+
 func poolerError(reason string, cause error) error {
 	return &PreflightError{
 		Kind:   ErrPooler,

@@ -22,8 +22,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// MinVersion is the oldest PostgreSQL major version Start accepts.
-const MinVersion = 14
+// MinVersion is the oldest PostgreSQL major version Start accepts: logical
+// mode needs publication column lists (PostgreSQL 15).
+const MinVersion = 15
 
 // DefaultStartTimeout bounds how long Start waits for the server to accept
 // connections.

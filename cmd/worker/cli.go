@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keyworker/keyworker/listener"
 )
 
 // env is the process's outside world, injected so commands run in tests.
@@ -76,11 +78,14 @@ func run(ctx context.Context, args []string, e env) error {
 			continue
 		}
 		fs := flag.NewFlagSet("worker "+c.name, flag.ContinueOnError)
-		fs.SetOutput(e.stderr)
+		// flag prints its own error and the whole usage on a mistake; we
+		// print one line instead, and the usage only for --help.
+		fs.SetOutput(io.Discard)
 		if c.extraFlags != nil {
 			c.extraFlags(fs)
 		}
-		fs.Usage = func() {
+		printUsage := func() {
+			fs.SetOutput(e.stderr)
 			fmt.Fprintf(fs.Output(), "usage: worker %s %s\n\n%s\n\nsettings (flag, environment variable):\n", c.name, c.args, c.summary)
 			printSettingsFor(fs.Output(), c.name)
 			extra := false
@@ -92,15 +97,20 @@ func run(ctx context.Context, args []string, e env) error {
 					fmt.Fprintln(fs.Output(), "\noptions:")
 					extra = true
 				}
-				fmt.Fprintf(fs.Output(), "  --%s\t%s\n", f.Name, f.Usage)
+				def := ""
+				if f.DefValue != "" && f.DefValue != "false" {
+					def = " (default " + f.DefValue + ")"
+				}
+				fmt.Fprintf(fs.Output(), "  --%s\t%s%s\n", f.Name, f.Usage, def)
 			})
 		}
 		v, err := parseSettings(fs, c.name, c.name == "keys", rest, e.getenv, e.readFile)
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage()
 			return nil
 		}
 		if err != nil {
-			return &usageError{err.Error()}
+			return &usageError{fmt.Sprintf("%v (see `worker %s --help`)", strings.Replace(err.Error(), " -", " --", 1), c.name)}
 		}
 		return c.run(ctx, e, v, fs)
 	}
@@ -159,7 +169,12 @@ func connect(ctx context.Context, v *values) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx redacts the password in ParseConfigError.
-		return nil, &usageError{fmt.Sprintf("DATABASE_URL is malformed: %v", err)}
+		return nil, &usageError{fmt.Sprintf("DATABASE_URL is malformed: %v (want postgres://user:password@host:5432/database)", err)}
+	}
+	// Session advisory locks (migrations) and LISTEN do not survive a
+	// transaction pooler.
+	if err := listener.CheckDirect(url); err != nil {
+		return nil, &usageError{err.Error()}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -46,7 +46,7 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	}
 	action, rest := args[0], args[1:]
 	sub := flag.NewFlagSet("worker keys "+action, flag.ContinueOnError)
-	sub.SetOutput(e.stderr)
+	sub.SetOutput(io.Discard)
 	var (
 		user      = sub.String("user", "", "the user's uuid")
 		name      = sub.String("name", "", "a label for the key")
@@ -60,10 +60,11 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	// The sub-command takes the settings again, so flags may follow the action.
 	sv, err := parseSettings(sub, "keys", false, rest, e.getenv, e.readFile)
 	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(e.stderr, keysUsage)
 		return nil
 	}
 	if err != nil {
-		return &usageError{err.Error()}
+		return &usageError{fmt.Sprintf("%v (see `worker keys help`)", strings.Replace(err.Error(), " -", " --", 1))}
 	}
 	for k, src := range sv.source {
 		if src == "default" && v.source[k] != "default" {
@@ -142,7 +143,11 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 		fmt.Fprintln(tw, "ID\tUSER\tKEY\tSOURCE\tSTATUS\tCREATED\tEXPIRES\tLAST USED")
 		now := time.Now()
 		for _, k := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.UserID, k.String(), k.Source, k.Status(now),
+			status := k.Status(now).String()
+			if k.RevokedAt != nil && k.RevokedAt.After(now) {
+				status += " until " + k.RevokedAt.Local().Format(time.DateTime)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.UserID, k.String(), k.Source, status,
 				k.CreatedAt.Local().Format(time.DateTime), fmtTime(k.ExpiresAt), fmtTime(k.LastUsedAt))
 		}
 		return tw.Flush()

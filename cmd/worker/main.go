@@ -13,6 +13,9 @@ import (
 )
 
 func main() {
+	// A reader that goes away (worker demo | head) must not kill the process
+	// before it cleans up: writes then fail with EPIPE instead.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// After the first signal, the default action returns: a second

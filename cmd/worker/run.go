@@ -34,7 +34,7 @@ func daemonConfig(v *values, logger *slog.Logger) (daemon.Config, error) {
 	var cfg daemon.Config
 	var err error
 	cfg.Logger = logger
-	if cfg.DatabaseURL, err = v.require("DATABASE_URL", "set it to your database's direct connection string"); err != nil {
+	if cfg.DatabaseURL, err = v.require("DATABASE_URL", "set it to your database's direct connection string, e.g. postgres://postgres:<password>@db.<ref>.supabase.co:5432/postgres"); err != nil {
 		return cfg, err
 	}
 	if cfg.Mode, err = v.oneOf("KEYWORKER_MODE", daemon.ModeLogical, daemon.ModeListen); err != nil {

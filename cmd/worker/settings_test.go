@@ -99,6 +99,8 @@ func TestRunConfigErrorsNameTheSettingAndValue(t *testing.T) {
 		{map[string]string{"KEYWORKER_SMTP_URL": "smtp://mail.example.com"}, "KEYWORKER_MAIL_FROM"},
 		{map[string]string{"KEYWORKER_LOG_LEVEL": "loud"}, `KEYWORKER_LOG_LEVEL="loud"`},
 		{map[string]string{"KEYWORKER_HTTP_ADDR": "0.0.0.0:8080"}, "KEYWORKER_DASHBOARD_PASSWORD"},
+		{map[string]string{"DATABASE_URL": "postgres://u:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres"}, "connection goes through a transaction pooler"},
+		{map[string]string{"DATABASE_URL": "postgres://u:pw@db.example.com:6543/postgres"}, "port 6543 is the transaction pooler's port"},
 	}
 	for _, c := range cases {
 		envv := map[string]string{}
@@ -135,6 +137,8 @@ func TestCommandLineMistakesExitTwo(t *testing.T) {
 	}
 	_, _, err = invoke(ctx, nil, "", "replay", "--since", "yesterday")
 	wantUsageError(t, err, `--since="yesterday" is not a time`)
+	_, _, err = invoke(ctx, map[string]string{"DATABASE_URL": "postgres://u:pw@db.example.com:6543/postgres"}, "", "migrate")
+	wantUsageError(t, err, "direct connection")
 }
 
 func TestHelpForEveryCommand(t *testing.T) {
