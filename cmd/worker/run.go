@@ -30,7 +30,7 @@ func tableFrom(v *values) (users.Table, error) {
 
 // daemonConfig turns the resolved settings into a daemon.Config; every
 // error names the setting.
-func daemonConfig(v *values, logger *slog.Logger) (daemon.Config, error) {
+func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte, error)) (daemon.Config, error) {
 	var cfg daemon.Config
 	var err error
 	cfg.Logger = logger
@@ -90,6 +90,18 @@ func daemonConfig(v *values, logger *slog.Logger) (daemon.Config, error) {
 	if cfg.SMTP.URL != "" && cfg.SMTP.From == "" {
 		return cfg, fmt.Errorf("KEYWORKER_SMTP_URL is set but KEYWORKER_MAIL_FROM is not: set the notices' From address")
 	}
+	for _, t := range []struct {
+		env string
+		dst *string
+	}{{"KEYWORKER_MAIL_TEXT_TEMPLATE", &cfg.SMTP.TextTemplate}, {"KEYWORKER_MAIL_HTML_TEMPLATE", &cfg.SMTP.HTMLTemplate}} {
+		if path := v.str(t.env); path != "" {
+			b, err := readFile(path)
+			if err != nil {
+				return cfg, fmt.Errorf("%s: reading the template: %w", t.env, err)
+			}
+			*t.dst = string(b)
+		}
+	}
 	cfg.EmailColumn = v.str("KEYWORKER_USERS_EMAIL_COLUMN")
 	switch v.str("KEYWORKER_NOTIFY_LOG") {
 	case "auto":
@@ -121,7 +133,7 @@ func cmdRun(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := daemonConfig(v, logger)
+	cfg, err := daemonConfig(v, logger, e.readFile)
 	if err != nil {
 		return &usageError{err.Error()}
 	}

@@ -54,6 +54,8 @@ var settings = []setting{
 	{env: "KEYWORKER_WEBHOOK_SECRET", flag: "webhook-secret", help: "whsec_<base64> secret that signs webhook calls", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_SMTP_URL", flag: "smtp-url", help: "notice email server, smtp://user:pass@host:587 (STARTTLS) or smtps://...:465", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_MAIL_FROM", flag: "mail-from", help: "From address of notice emails", groups: []string{"run"}},
+	{env: "KEYWORKER_MAIL_TEXT_TEMPLATE", flag: "mail-text-template", help: "file with a Go text/template for the notice email's plain-text body (fields: .KeyID .Prefix .Last4 .RevealURL .RevealExpiresAt ...)", groups: []string{"run"}},
+	{env: "KEYWORKER_MAIL_HTML_TEMPLATE", flag: "mail-html-template", help: "file with a Go html/template for the notice email's HTML body", groups: []string{"run"}},
 	{env: "KEYWORKER_NOTIFY_LOG", flag: "notify-log", def: "auto", help: "log each notice (true, false, or auto: when no webhook or SMTP is set)", groups: []string{"run"}},
 	{env: "KEYWORKER_RECONCILE_INTERVAL", flag: "reconcile-interval", def: "5m", help: "how often the leader looks for eligible users without a key", groups: []string{"run"}},
 	{env: "KEYWORKER_JOB_RETENTION", flag: "job-retention", def: "168h", help: "how long completed jobs stay visible in the dashboard", groups: []string{"run"}},

@@ -101,6 +101,8 @@ func TestRunConfigErrorsNameTheSettingAndValue(t *testing.T) {
 		{map[string]string{"KEYWORKER_HTTP_ADDR": "0.0.0.0:8080"}, "KEYWORKER_DASHBOARD_PASSWORD"},
 		{map[string]string{"DATABASE_URL": "postgres://u:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres"}, "connection goes through a transaction pooler"},
 		{map[string]string{"DATABASE_URL": "postgres://u:pw@db.example.com:6543/postgres"}, "port 6543 is the transaction pooler's port"},
+		{map[string]string{"KEYWORKER_SMTP_URL": "smtp://127.0.0.1:25", "KEYWORKER_MAIL_FROM": "keys@example.com", "KEYWORKER_MAIL_TEXT_TEMPLATE": "/missing.tmpl"}, "KEYWORKER_MAIL_TEXT_TEMPLATE: reading the template"},
+		{map[string]string{"KEYWORKER_SMTP_URL": "smtp://127.0.0.1:25", "KEYWORKER_MAIL_FROM": "keys@example.com", "KEYWORKER_MAIL_HTML_TEMPLATE": "/t.html", "file:/t.html": "<p>{{.Secret}}</p>"}, "Secret"},
 	}
 	for _, c := range cases {
 		envv := map[string]string{}
