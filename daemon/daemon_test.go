@@ -455,9 +455,27 @@ func TestMetricsMatchDatabase(t *testing.T) {
 	v, ok = m.value("keyworker_reconcile_found_total")
 	check("keyworker_reconcile_found_total", v, ok,
 		f.count(`SELECT coalesce(sum((metadata->'output'->>'found')::int), 0) FROM keyworker.river_job WHERE kind = $1 AND state = 'completed'`, jobs.KindReconcile))
-	for _, state := range []string{"available", "scheduled", "running", "retryable", "completed", "cancelled", "discarded", "pending"} {
-		v, ok := m.value("keyworker_queue_jobs", "state", state)
-		check(`keyworker_queue_jobs{state="`+state+`"}`, v, ok, f.count(`SELECT count(*) FROM keyworker.river_job WHERE state::text = $1`, state))
+	// The queue moves on its own (the leader's periodic reconcile and
+	// purge), so a scrape and a count can straddle a job's start. Compare
+	// until one scrape agrees with the counts taken right after it.
+	states := []string{"available", "scheduled", "running", "retryable", "completed", "cancelled", "discarded", "pending"}
+	var mismatch []string
+	for attempt := 0; attempt < 20; attempt++ {
+		mismatch = mismatch[:0]
+		qm := scrapeMetrics(t, d)
+		for _, state := range states {
+			v, ok := qm.value("keyworker_queue_jobs", "state", state)
+			if n := f.count(`SELECT count(*) FROM keyworker.river_job WHERE state::text = $1`, state); !ok || v != float64(n) {
+				mismatch = append(mismatch, fmt.Sprintf("%s: %v in /metrics, %d in the database", state, v, n))
+			}
+		}
+		if len(mismatch) == 0 {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	for _, m := range mismatch {
+		t.Errorf("keyworker_queue_jobs never matched the database: %s", m)
 	}
 	if v, _ := m.value("keyworker_queue_jobs", "state", "completed"); v < float64(2*len(regular)) {
 		t.Errorf("keyworker_queue_jobs{state=\"completed\"} = %v, want at least %d (a key job and a notice job per user)", v, 2*len(regular))
@@ -689,9 +707,12 @@ func TestRunStopsOnCancel(t *testing.T) {
 	go func() { done <- d.Run(ctx) }()
 	waitRole(t, d, listener.RoleStreaming) // Start has bound the HTTP server by now
 	addr := d.Addr()
-	if status, body := get(t, "http://"+addr+"/readyz"); status != http.StatusOK {
-		t.Fatalf("/readyz: %d %s", status, body)
-	}
+	// The source streams before River and its dashboard are up; /readyz
+	// says 503 "starting" until Start has finished.
+	waitFor(t, 30*time.Second, "/readyz to answer 200", func() (bool, error) {
+		status, _ := get(t, "http://"+addr+"/readyz")
+		return status == http.StatusOK, nil
+	})
 	u := f.signUp(false)
 	f.waitCount(30*time.Second, "the key", 1, `SELECT count(*) FROM keyworker.api_keys WHERE user_id = $1`, u)
 
