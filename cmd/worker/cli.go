@@ -90,7 +90,7 @@ func run(ctx context.Context, args []string, e env) error {
 			printSettingsFor(fs.Output(), c.name)
 			extra := false
 			fs.VisitAll(func(f *flag.Flag) {
-				if isSettingFlag(f.Name) {
+				if isSettingFlag(f.Name, c.name) {
 					return
 				}
 				if !extra {
@@ -118,9 +118,11 @@ func run(ctx context.Context, args []string, e env) error {
 	return &usageError{fmt.Sprintf("unknown command %q", name)}
 }
 
-func isSettingFlag(name string) bool {
+// isSettingFlag reports whether the flag is one of cmd's settings, listed
+// with its environment variable rather than among the command's options.
+func isSettingFlag(name, cmd string) bool {
 	for _, s := range settings {
-		if s.flag == name {
+		if s.flag == name && s.takes(cmd) {
 			return true
 		}
 	}
