@@ -7,6 +7,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -103,6 +104,12 @@ type Config struct {
 
 	// ReconcileInterval, JobRetention: see jobs.Config.
 	ReconcileInterval, JobRetention time.Duration
+	// KeyWorkers and NoticeWorkers are how many create-key and notice jobs
+	// run at once; JobTimeout bounds one attempt. See jobs.Config for their
+	// defaults. The connection pool grows to fit the workers unless
+	// DatabaseURL sets pool_max_conns.
+	KeyWorkers, NoticeWorkers int
+	JobTimeout                time.Duration
 	// RetryPolicy, FetchPollInterval and FetchCooldown tune River: when a
 	// failed job runs again, and how often it looks for jobs. See
 	// jobs.Config; they default to River's defaults.
@@ -155,6 +162,9 @@ func (c Config) validate() error {
 	}
 	if err := c.Table.Validate(); err != nil {
 		return err
+	}
+	if hook := cmp.Or(c.Webhook.Timeout, notify.DefaultWebhookTimeout); c.Webhook.URL != "" && c.JobTimeout != 0 && c.JobTimeout <= hook {
+		return fmt.Errorf("KEYWORKER_JOB_TIMEOUT=%s must be longer than the webhook timeout (%s), or every slow delivery is cut short", c.JobTimeout, hook)
 	}
 	// The dashboard is always served; check its exposure before connecting
 	// to anything (server.New checks again).
@@ -245,8 +255,8 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL is malformed: %w", err)
 	}
-	if poolCfg.MaxConns < 10 {
-		poolCfg.MaxConns = 10
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		poolCfg.MaxConns = poolSize(cfg.KeyWorkers, cfg.NoticeWorkers)
 	}
 	d.pool, err = pgxpool.NewWithConfig(runCtx, poolCfg)
 	if err != nil {
@@ -352,6 +362,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		KeyTTL:                cfg.KeyTTL,
 		ReconcileInterval:     cfg.ReconcileInterval,
 		CompletedJobRetention: cfg.JobRetention,
+		KeyWorkers:            cfg.KeyWorkers,
+		NoticeWorkers:         cfg.NoticeWorkers,
+		JobTimeout:            cfg.JobTimeout,
 		RetryPolicy:           cfg.RetryPolicy,
 		FetchPollInterval:     cfg.FetchPollInterval,
 		FetchCooldown:         cfg.FetchCooldown,
@@ -584,4 +597,15 @@ func (d *Daemon) ready(ctx context.Context) error {
 		msg += ": " + st.LastError
 	}
 	return errors.New(msg)
+}
+
+// poolSize is the connection pool's size when DATABASE_URL does not set
+// pool_max_conns: a connection for each key worker (each holds one for its
+// transaction), half as many for notice workers (they hold one only to record
+// the outcome, not while a sink answers), and a few for River's producers,
+// leader election and the listener's hand-off.
+func poolSize(keyWorkers, noticeWorkers int) int32 {
+	keyWorkers = cmp.Or(keyWorkers, jobs.DefaultKeyWorkers)
+	noticeWorkers = cmp.Or(noticeWorkers, jobs.DefaultNoticeWorkers)
+	return int32(keyWorkers + (noticeWorkers+1)/2 + 4)
 }

@@ -145,7 +145,7 @@ func newRig(t *testing.T, mode string, p plan, rng randSource, seed uint64) *rig
 	}
 	r.hook = newHookReceiver(t)
 	r.mail = newMailServer(t)
-	r.w = newWorker(fmt.Sprintf("%s/%s-worker.log", artifacts, mode), freeAddr(t), map[string]string{
+	env := map[string]string{
 		"DATABASE_URL":                 url,
 		"KEYWORKER_MODE":               mode,
 		"KEYWORKER_SEALING_KEY":        sealingB64,
@@ -158,7 +158,11 @@ func newRig(t *testing.T, mode string, p plan, rng randSource, seed uint64) *rig
 		"KEYWORKER_LOG_LEVEL":          "debug",
 		"KEYWORKER_RECONCILE_INTERVAL": "5s",
 		"KEYWORKER_SHUTDOWN_TIMEOUT":   "10s",
-	})
+	}
+	if p.jobTimeout != "" {
+		env["KEYWORKER_JOB_TIMEOUT"] = p.jobTimeout
+	}
+	r.w = newWorker(fmt.Sprintf("%s/%s-worker.log", artifacts, mode), freeAddr(t), env)
 	t.Cleanup(r.w.shutdown)
 	r.sw = newStreamer(url, p.rate, 2, seed)
 	t.Cleanup(r.sw.stop)
@@ -253,7 +257,7 @@ func (r *rig) outstanding() outstanding {
 // settleStall is how long the outstanding work may fail to shrink before
 // settle gives up. It must exceed the longest legitimate pause: after a
 // kill -9, jobs the dead process left running wait for River's rescuer
-// (JobTimeout 1m + 15s grace + up to its 30s interval); after a notice
+// (the job timeout, up to 1m, + 15s grace + up to its 30s interval); after a notice
 // failure, a retry may wait River's 16s backoff plus its 5s scheduler.
 const settleStall = 150 * time.Second
 

@@ -13,7 +13,9 @@
 //
 // Most of the small version's time is waiting, not work: after kill -9,
 // the jobs the dead process was running wait for River's rescuer (one job
-// timeout, 1 m, plus 15 s, on a 30 s tick), about 100 s; notices that
+// timeout plus 15 s, on a 30 s tick): about 60 s with the small version's
+// KEYWORKER_JOB_TIMEOUT=20s, about 100 s with the full version's default
+// 1 m; notices that
 // failed wait for River's backoff (1 s, then 16 s, on its 5 s scheduler).
 //
 // Both need Go and PostgreSQL server binaries, as every other package's
@@ -70,7 +72,7 @@
 // email. It fails with examples (their River jobs and audit events) when
 // that work stops shrinking for 150 s, longer than the slowest legitimate
 // wait: jobs a killed process left running are rescued by River one job
-// timeout (1 m) plus 15 s after they started, on its rescuer's 30 s tick.
+// timeout (20 s small, 1 m full) plus 15 s after they started, on its rescuer's 30 s tick.
 // Then it asserts:
 //
 //  1. Every eligible user (not anonymous, not deleted) has exactly one

@@ -30,13 +30,19 @@ type plan struct {
 	// settleTimeout bounds the wait for the pipeline to catch up, as long
 	// as it keeps catching up (settle also fails after settleStall without
 	// progress). A kill leaves the jobs it interrupted running until River
-	// rescues them: one job timeout (1m) plus 15s and up to a rescuer
+	// rescues them: one job timeout (jobTimeout) plus 15s and up to a rescuer
 	// interval (30s) later.
 	settleTimeout time.Duration
 	// httpRevealsPerCheck, storeRevealsPerCheck: keys picked up per
 	// check; the final check picks up every key left. finalScanKeys bounds
 	// the final check's ScanForSecrets sample.
 	httpRevealsPerCheck, storeRevealsPerCheck, finalScanKeys int
+	// jobTimeout is the worker's KEYWORKER_JOB_TIMEOUT ("" for its
+	// default, 1m). A shorter one shortens the wait for River to rescue
+	// the jobs a killed worker was running, which is most of the small
+	// version's time; it stays above the webhook timeout (10s), so timed-out
+	// deliveries fail as they would in production.
+	jobTimeout string
 	// listen adds a run in listen mode: one kill series, a fast and an
 	// immediate restart, one webhook and one SMTP outage.
 	listen bool
@@ -50,6 +56,7 @@ var smallPlan = plan{
 	walSenders: 1, slotDrops: 1, hookFaults: 1, smtpFaults: 1,
 	streamAfter:         2 * time.Second,
 	settleTimeout:       8 * time.Minute,
+	jobTimeout:          "20s",
 	httpRevealsPerCheck: 2, storeRevealsPerCheck: 20, finalScanKeys: 100,
 }
 

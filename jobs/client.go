@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -251,10 +252,18 @@ func (e *Enqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []li
 // enqueueUsersTx inserts CreateKey jobs for the distinct ids and returns how
 // many were new and how many duplicates.
 func (e *Enqueuer) enqueueUsersTx(ctx context.Context, tx pgx.Tx, userIDs []string) (inserted, duplicates int, err error) {
-	seen := make(map[string]bool, len(userIDs))
-	params := make([]river.InsertManyParams, 0, len(userIDs))
-	for _, id := range userIDs {
-		id = strings.ToLower(id)
+	// Insert in one order everywhere (sorted by user id): a listener
+	// hand-off and a reconcile page that share users then wait for each
+	// other on the unique index instead of deadlocking (40P01), which
+	// happened in catch-ups when each inserted in its own order.
+	ids := make([]string, len(userIDs))
+	for i, id := range userIDs {
+		ids[i] = strings.ToLower(id)
+	}
+	slices.Sort(ids)
+	seen := make(map[string]bool, len(ids))
+	params := make([]river.InsertManyParams, 0, len(ids))
+	for _, id := range ids {
 		if seen[id] {
 			// One statement cannot insert the same unique job twice.
 			duplicates++

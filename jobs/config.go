@@ -35,6 +35,11 @@ const (
 	DefaultJobTimeout = time.Minute
 	// DefaultCompletedJobRetention is Config.CompletedJobRetention's default.
 	DefaultCompletedJobRetention = 7 * 24 * time.Hour
+	// DefaultFetchCooldown is Config.FetchCooldown's default. River's own
+	// (100ms) caps a queue at MaxWorkers jobs per 100ms, 100 keys/s with
+	// 10 workers, however idle the database; a fetch costs one indexed
+	// query, and happens only while jobs keep arriving.
+	DefaultFetchCooldown = 5 * time.Millisecond
 	// DefaultReconcileInterval is Config.ReconcileInterval's default.
 	DefaultReconcileInterval = 5 * time.Minute
 	// DefaultPurgeInterval is Config.PurgeInterval's default.
@@ -122,7 +127,7 @@ type Config struct {
 
 	// FetchPollInterval and FetchCooldown tune how River finds new jobs
 	// (it is told of most at once through LISTEN/NOTIFY). Default to
-	// River's 1s and 100ms.
+	// River's 1s and DefaultFetchCooldown (5ms).
 	FetchPollInterval, FetchCooldown time.Duration
 
 	// OnEvent, when set, is called with each job outcome (keys made,
@@ -157,6 +162,7 @@ func (c Config) withDefaults() Config {
 	c.CompletedJobRetention = orDefault(c.CompletedJobRetention, DefaultCompletedJobRetention)
 	c.ReconcileInterval = orDefault(c.ReconcileInterval, DefaultReconcileInterval)
 	c.PurgeInterval = orDefault(c.PurgeInterval, DefaultPurgeInterval)
+	c.FetchCooldown = orDefault(c.FetchCooldown, DefaultFetchCooldown)
 	if c.RetryPolicy == nil {
 		c.RetryPolicy = &river.DefaultClientRetryPolicy{}
 	}

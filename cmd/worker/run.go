@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/keyworker/keyworker/accesstoken"
 	"github.com/keyworker/keyworker/daemon"
@@ -116,6 +117,18 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 	}
 	if cfg.JobRetention, err = v.duration("KEYWORKER_JOB_RETENTION"); err != nil {
 		return cfg, err
+	}
+	if cfg.KeyWorkers, err = v.integer("KEYWORKER_KEY_WORKERS", 1, 1000); err != nil {
+		return cfg, err
+	}
+	if cfg.NoticeWorkers, err = v.integer("KEYWORKER_NOTICE_WORKERS", 1, 1000); err != nil {
+		return cfg, err
+	}
+	if cfg.JobTimeout, err = v.duration("KEYWORKER_JOB_TIMEOUT"); err != nil {
+		return cfg, err
+	}
+	if cfg.JobTimeout != 0 && (cfg.JobTimeout < time.Second || cfg.JobTimeout > time.Hour) {
+		return cfg, fmt.Errorf("KEYWORKER_JOB_TIMEOUT=%q is not allowed: use a duration from 1s to 1h", v.str("KEYWORKER_JOB_TIMEOUT"))
 	}
 	if cfg.ShutdownTimeout, err = v.duration("KEYWORKER_SHUTDOWN_TIMEOUT"); err != nil {
 		return cfg, err

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/keyworker/keyworker/jobs"
 )
 
 // setting is one configuration value, read from a flag, an environment
@@ -59,6 +61,9 @@ var settings = []setting{
 	{env: "KEYWORKER_NOTIFY_LOG", flag: "notify-log", def: "auto", help: "log each notice (true, false, or auto: when no webhook or SMTP is set)", groups: []string{"run"}},
 	{env: "KEYWORKER_RECONCILE_INTERVAL", flag: "reconcile-interval", def: "5m", help: "how often the leader looks for eligible users without a key", groups: []string{"run"}},
 	{env: "KEYWORKER_JOB_RETENTION", flag: "job-retention", def: "168h", help: "how long completed jobs stay visible in the dashboard", groups: []string{"run"}},
+	{env: "KEYWORKER_KEY_WORKERS", flag: "key-workers", def: strconv.Itoa(jobs.DefaultKeyWorkers), help: "create-key jobs run at once (1-1000); the connection pool grows to fit unless DATABASE_URL sets pool_max_conns", groups: []string{"run"}},
+	{env: "KEYWORKER_NOTICE_WORKERS", flag: "notice-workers", def: strconv.Itoa(jobs.DefaultNoticeWorkers), help: "notice jobs run at once (1-1000)", groups: []string{"run"}},
+	{env: "KEYWORKER_JOB_TIMEOUT", flag: "job-timeout", def: "1m", help: "longest one job attempt may run; a crashed worker's jobs run again this plus 15s later", groups: []string{"run"}},
 	{env: "KEYWORKER_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "30s", help: "how long running jobs may finish on SIGTERM", groups: []string{"run"}},
 	{env: "KEYWORKER_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error", groups: []string{"*"}},
 	{env: "KEYWORKER_LOG_FORMAT", flag: "log-format", def: "text", help: "text or json", groups: []string{"*"}},
@@ -159,6 +164,15 @@ func (v *values) duration(env string) (time.Duration, error) {
 		return 0, fmt.Errorf("%s=%q is not a duration: use Go syntax like 30s, 5m or 168h", env, raw)
 	}
 	return d, nil
+}
+
+func (v *values) integer(env string, lo, hi int) (int, error) {
+	raw := v.v[env]
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%s=%q is not allowed: use a whole number from %d to %d", env, raw, lo, hi)
+	}
+	return n, nil
 }
 
 func (v *values) boolean(env string) (bool, error) {
