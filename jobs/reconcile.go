@@ -34,8 +34,12 @@ type ReplayOptions struct {
 	// CreateKeyMaxAttempts is the jobs' max attempts. Defaults to
 	// DefaultCreateKeyMaxAttempts.
 	CreateKeyMaxAttempts int
-	// Progress, when set, is called after each page with the running totals.
-	Progress func(found, enqueued int)
+	// Progress, when set, is called after each page with the running
+	// totals, and total: how many users there were to find when the run
+	// began (counted first, with one extra read of the users table, only
+	// when Progress is set). Signups during the run can make found exceed
+	// total.
+	Progress func(found, enqueued, total int)
 	// Logger receives one line per run. Defaults to discarding.
 	Logger *slog.Logger
 }
@@ -109,6 +113,15 @@ func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts Replay
 	if opts.Until != nil {
 		elig.Until = *opts.Until
 	}
+	total := 0
+	if opts.Progress != nil {
+		n, err := opts.Table.CountMissing(ctx, pool, opts.Schema, elig)
+		if err != nil {
+			return res, err
+		}
+		total = n
+		opts.Progress(0, 0, total)
+	}
 	after := ""
 	for {
 		page, err := opts.Table.FindMissing(ctx, pool, opts.Schema, elig, after, opts.PageSize)
@@ -134,7 +147,7 @@ func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts Replay
 			res.Duplicates += dups
 		}
 		if opts.Progress != nil {
-			opts.Progress(res.Found, res.Enqueued)
+			opts.Progress(res.Found, res.Enqueued, total)
 		}
 		if len(page) < opts.PageSize {
 			return res, nil

@@ -69,14 +69,16 @@ func TestReplayFindsExactlyTheEligibleUsersOnce(t *testing.T) {
 	if got := f.queuedUsers(t); len(got) != 0 {
 		t.Fatalf("a dry run enqueued %v", got)
 	}
-	var progress [][2]int
-	res, err := jobs.Replay(ctx, f.db, jobs.ReplayOptions{PageSize: 2, Progress: func(found, enqueued int) {
-		progress = append(progress, [2]int{found, enqueued})
+	var progress [][3]int
+	res, err := jobs.Replay(ctx, f.db, jobs.ReplayOptions{PageSize: 2, Progress: func(found, enqueued, total int) {
+		progress = append(progress, [3]int{found, enqueued, total})
 	}})
 	if err != nil || res.Found != 5 || res.Enqueued != 5 || res.Duplicates != 0 {
 		t.Fatalf("replay = %+v, %v; want 5 found and enqueued", res, err)
 	}
-	if want := [][2]int{{2, 2}, {4, 4}, {5, 5}}; !slices.Equal(progress, want) {
+	// The total is counted first, with the same eligibility: the filtered
+	// users are not in it.
+	if want := [][3]int{{0, 0, 5}, {2, 2, 5}, {4, 4, 5}, {5, 5, 5}}; !slices.Equal(progress, want) {
 		t.Fatalf("progress %v, want %v", progress, want)
 	}
 	if got := f.queuedUsers(t); !slices.Equal(got, eligible) {

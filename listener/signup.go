@@ -29,7 +29,9 @@ type Signup struct {
 // user already handled): they are expected, and must not fail the batch.
 type Enqueuer interface {
 	// EnqueueSignupsTx enqueues one unit of work per signup and returns how
-	// many were new (duplicates are skipped, not errors).
+	// many were new (duplicates are skipped, not errors). The listener may
+	// call it several times in one transaction, with the signups in user id
+	// order across the calls.
 	EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []Signup) (inserted int, err error)
 	// EnqueueReconcileTx asks for a full reconcile (find eligible users with
 	// no signup key) because the source may have missed signups: a slot was

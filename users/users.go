@@ -338,6 +338,22 @@ func (t Table) FindMissing(ctx context.Context, db Querier, keysSchema string, e
 	return out, nil
 }
 
+// CountMissing counts what FindMissing pages through: eligible users
+// without a signup key. It reads the whole table once; replay uses it to
+// draw a progress bar.
+func (t Table) CountMissing(ctx context.Context, db Querier, keysSchema string, e Eligibility) (int, error) {
+	cond, args := t.where(e, 1)
+	q := `SELECT count(*) FROM ` + t.Ident() + ` u
+		WHERE ` + cond + `
+		  AND NOT EXISTS (SELECT 1 FROM ` + pgx.Identifier{keysSchema, "api_keys"}.Sanitize() + ` k
+		                   WHERE k.user_id = u.` + Col(t.IDColumn) + ` AND k.source = 'signup')`
+	var n int
+	if err := db.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting users without a signup key: %w", err)
+	}
+	return n, nil
+}
+
 // InstalledAt reads when keyworker was installed in keysSchema (the first
 // migration's time).
 func InstalledAt(ctx context.Context, db Querier, keysSchema string) (time.Time, error) {

@@ -77,8 +77,8 @@ func cmdReplay(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	tty := isTerminal(e.stderr)
 	start := time.Now()
 	if tty && !asJSON {
-		opts.Progress = func(found, enqueued int) {
-			fmt.Fprintf(e.stderr, "\r%s found %d, enqueued %d", spinner(time.Since(start)), found, enqueued)
+		opts.Progress = func(found, enqueued, total int) {
+			fmt.Fprintf(e.stderr, "\r\033[K%s", progressBar(found, enqueued, total, time.Since(start)))
 		}
 	}
 	res, err := jobs.Replay(ctx, pool, opts)
@@ -107,9 +107,18 @@ func cmdReplay(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	return nil
 }
 
-func spinner(d time.Duration) string {
-	frames := []string{"|", "/", "-", `\`}
-	return frames[int(d/(100*time.Millisecond))%len(frames)]
+// progressBar draws replay's progress on a terminal: a bar of found against
+// the count taken when the run began, and the running totals.
+func progressBar(found, enqueued, total int, elapsed time.Duration) string {
+	const width = 30
+	frac := 1.0
+	if total > 0 {
+		frac = min(float64(found)/float64(total), 1)
+	}
+	filled := int(frac * width)
+	return fmt.Sprintf("[%s%s] %3d%%  %d of %d users, %d enqueued  %s",
+		strings.Repeat("#", filled), strings.Repeat("-", width-filled), int(frac*100),
+		found, total, enqueued, elapsed.Round(100*time.Millisecond))
 }
 
 func isTerminal(w io.Writer) bool {
