@@ -7,7 +7,7 @@
 // # Running it
 //
 //	go test ./faults/                                               # the small version (CI), about 4 minutes
-//	KEYWORKER_FAULTS=full go test ./faults/ -run TestFaults -v -timeout 30m   # the full version, about 20 minutes
+//	KEYWORKER_FAULTS=full go test ./faults/ -run TestFaults -v -timeout 30m   # the full version, about 12 minutes
 //	KEYWORKER_FAULTS_SEED=<n> go test ./faults/ -v                  # replay a run's random choices
 //	KEYWORKER_FAULTS_MODES=listen go test ./faults/ -v              # only these modes (logical, listen)
 //
