@@ -15,7 +15,9 @@ func TestTenThousandUsersInOneTransactionAreEnqueuedExactlyOnce(t *testing.T) {
 	e := setup(t)
 	var batches atomic.Int64
 	cfg := e.config("kw_one_tx")
-	cfg.Enqueuer = testEnqueuer{checkFields: true}
+	// Nine chunks of DefaultBatchMaxRows in one hand-off, in user id order
+	// across all of them.
+	cfg.Enqueuer = testEnqueuer{checkFields: true, checkOrder: true}
 	cfg.OnBatch = func(Batch) { batches.Add(1) }
 	l := start(t, cfg)
 

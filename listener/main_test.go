@@ -3,10 +3,12 @@ package listener
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -64,6 +66,10 @@ type testEnqueuer struct {
 	// checkFields fails the batch unless every signup carries what logical
 	// mode decodes: created_at, the commit's end LSN, and no anonymous user.
 	checkFields bool
+	// checkOrder fails the batch unless its signups come in user id order,
+	// across every call in the transaction too (the jobs' enqueuer relies
+	// on it to avoid deadlocks with concurrent replays).
+	checkOrder bool
 }
 
 func (e testEnqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []Signup) (int, error) {
@@ -72,6 +78,20 @@ func (e testEnqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups [
 		ids[i] = s.UserID
 		if e.checkFields && (s.CreatedAt.IsZero() || time.Since(s.CreatedAt) > time.Hour || s.EndLSN == 0 || s.Anonymous) {
 			return 0, fmt.Errorf("signup %+v lacks a field", s)
+		}
+	}
+	if e.checkOrder {
+		if !slices.IsSorted(ids) {
+			return 0, errors.New("signups are not in user id order")
+		}
+		// The largest id this transaction has written so far.
+		var prev *string
+		if err := tx.QueryRow(ctx, `SELECT max(user_id::text) FROM public.test_jobs
+			WHERE xmin::text = pg_current_xact_id()::xid::text`).Scan(&prev); err != nil {
+			return 0, err
+		}
+		if len(ids) > 0 && prev != nil && ids[0] <= *prev {
+			return 0, fmt.Errorf("a chunk starts at %s, not after the previous chunk's %s", ids[0], *prev)
 		}
 	}
 	var inserted int
