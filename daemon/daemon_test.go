@@ -381,7 +381,7 @@ func TestWebhookRetries(t *testing.T) {
 	var state string
 	var snoozes int
 	if err := f.db.QueryRow(context.Background(), `SELECT state::text, coalesce((metadata->>'snoozes')::int, 0) FROM keyworker.river_job WHERE kind = $1`,
-		jobs.KindDeliverNotice).Scan(&state, &snoozes); err != nil {
+		jobs.KindDeliverNotices).Scan(&state, &snoozes); err != nil {
 		t.Fatal(err)
 	}
 	if state != "completed" || snoozes != 1 {
@@ -451,7 +451,7 @@ func TestMetricsMatchDatabase(t *testing.T) {
 	listenerEnqueued, ok1 := m.value("keyworker_signups_enqueued_total")
 	reconcileEnqueued := f.count(`SELECT coalesce(sum((metadata->'output'->>'enqueued')::int), 0) FROM keyworker.river_job WHERE kind = $1`, jobs.KindReconcile)
 	check("keyworker_signups_enqueued_total + reconcile output", listenerEnqueued+float64(reconcileEnqueued), ok1,
-		f.count(`SELECT count(*) FROM keyworker.river_job WHERE kind = $1`, jobs.KindCreateKey))
+		f.count(`SELECT coalesce(sum(jsonb_array_length(args->'user_ids')), 0) FROM keyworker.river_job WHERE kind = $1`, jobs.KindCreateKeys))
 	v, ok = m.value("keyworker_reconcile_found_total")
 	check("keyworker_reconcile_found_total", v, ok,
 		f.count(`SELECT coalesce(sum((metadata->'output'->>'found')::int), 0) FROM keyworker.river_job WHERE kind = $1 AND state = 'completed'`, jobs.KindReconcile))
@@ -599,8 +599,11 @@ func TestGracefulShutdown(t *testing.T) {
 	f.pauseQueue(jobs.QueueKeys)
 	d1 := f.start(cfg)
 
-	notified := f.signUpMany(3, false) // keys made; notices hang
-	blocked := f.signUpMany(3, false)  // key jobs wait on a row lock
+	// Two hand-offs, so two create-keys jobs: one makes its keys (their
+	// notices hang), the other waits on a row lock.
+	notified := f.signUpMany(3, false)
+	f.waitJobsFor(notified)
+	blocked := f.signUpMany(3, false)
 	f.waitJobsFor(append(slices.Clone(notified), blocked...))
 	tx, err := f.db.Begin(ctx)
 	if err != nil {
@@ -614,9 +617,9 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	f.resumeQueue(jobs.QueueKeys)
 	f.waitCount(30*time.Second, "keys for the unblocked users", len(notified), `SELECT count(*) FROM keyworker.api_keys`)
-	waitFor(t, 30*time.Second, "three notices hanging and three key jobs running", func() (bool, error) {
-		running := f.count(`SELECT count(*) FROM keyworker.river_job WHERE kind = $1 AND state = 'running'`, jobs.KindCreateKey)
-		return hook.hangingNow() == len(notified) && running == len(blocked), nil
+	waitFor(t, 30*time.Second, "three notices hanging and the blocked batch running", func() (bool, error) {
+		running := f.count(`SELECT count(*) FROM keyworker.river_job WHERE kind = $1 AND state = 'running'`, jobs.KindCreateKeys)
+		return hook.hangingNow() == len(notified) && running == 1, nil
 	})
 
 	began := time.Now()

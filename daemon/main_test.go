@@ -295,12 +295,13 @@ func (f *fixture) resumeQueue(name string) {
 	}
 }
 
-// waitJobsFor waits until each user has a create-key job.
+// waitJobsFor waits until each user is in a create-keys job.
 func (f *fixture) waitJobsFor(userIDs []string) {
 	f.t.Helper()
-	f.waitCount(20*time.Second, "a create-key job per user", len(userIDs),
-		`SELECT count(DISTINCT args->>'user_id') FROM keyworker.river_job WHERE kind = $1 AND args->>'user_id' = ANY($2)`,
-		jobs.KindCreateKey, userIDs)
+	f.waitCount(20*time.Second, "a create-keys job for each user", len(userIDs),
+		`SELECT count(DISTINCT u) FROM keyworker.river_job j, jsonb_array_elements_text(j.args->'user_ids') u
+		  WHERE j.kind = $1 AND u = ANY($2)`,
+		jobs.KindCreateKeys, userIDs)
 }
 
 // events returns the key's audit events, oldest first, as "event" or

@@ -76,7 +76,7 @@ func TestDashboardInARealBrowser(t *testing.T) {
 	}
 	waitCtx, cancelWait := context.WithTimeout(ctx, 45*time.Second)
 	text, err := b.waitText(waitCtx, func(s string) bool {
-		return strings.Contains(s, "keyworker.create_key") && strings.Contains(s, "keyworker.deliver_notice")
+		return strings.Contains(s, "keyworker.create_keys") && strings.Contains(s, "keyworker.deliver_notices")
 	})
 	cancelWait()
 	if err != nil {

@@ -299,9 +299,9 @@ func (r *rig) settle(name string) time.Duration {
 func (r *rig) explain(o outstanding) string {
 	var b strings.Builder
 	for _, id := range o.users[:min(5, len(o.users))] {
-		fmt.Fprintf(&b, "  user %s without a key: create_key jobs %v; events %v\n", id,
-			r.strings(`SELECT state::text || ' attempt ' || attempt || coalesce(' at ' || attempted_at::text, '') || coalesce(' last error: ' || (errors[array_length(errors, 1)]->>'error'), '')
-				FROM keyworker.river_job WHERE kind = $1 AND args->>'user_id' = $2 ORDER BY id`, jobs.KindCreateKey, id),
+		fmt.Fprintf(&b, "  user %s without a key: create-keys jobs %v; events %v\n", id,
+			r.strings(`SELECT id || ' ' || state::text || ' attempt ' || attempt || coalesce(' at ' || attempted_at::text, '') || coalesce(' last error: ' || (errors[array_length(errors, 1)]->>'error'), '')
+				FROM keyworker.river_job WHERE kind = $1 AND args @> jsonb_build_object('user_ids', jsonb_build_array($2::text)) ORDER BY id`, jobs.KindCreateKeys, id),
 			r.strings(`SELECT event || ' ' || detail::text FROM keyworker.key_events WHERE user_id = $1::uuid ORDER BY id`, id))
 	}
 	for _, list := range []struct {
@@ -309,9 +309,9 @@ func (r *rig) explain(o outstanding) string {
 		ids  []string
 	}{{"without a delivered webhook", o.unhooked}, {"without an email", o.unmailed}} {
 		for _, id := range list.ids[:min(5, len(list.ids))] {
-			fmt.Fprintf(&b, "  key %s %s: deliver_notice jobs %v; events %v\n", id, list.what,
+			fmt.Fprintf(&b, "  key %s %s: deliver-notices jobs %v; events %v\n", id, list.what,
 				r.strings(`SELECT state::text || ' attempt ' || attempt || coalesce(' at ' || attempted_at::text, '') || coalesce(' scheduled ' || scheduled_at::text, '') || coalesce(' last error: ' || (errors[array_length(errors, 1)]->>'error'), '')
-					FROM keyworker.river_job WHERE kind = $1 AND args->>'key_id' = $2 ORDER BY id`, jobs.KindDeliverNotice, id),
+					FROM keyworker.river_job WHERE kind = $1 AND args @> jsonb_build_object('key_ids', jsonb_build_array($2::text)) ORDER BY id`, jobs.KindDeliverNotices, id),
 				r.strings(`SELECT event || ' ' || detail::text FROM keyworker.key_events WHERE key_id = $1 ORDER BY id`, id))
 		}
 	}

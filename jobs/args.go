@@ -10,21 +10,66 @@ import (
 // Job kinds. They are stored in River's table and shown in River UI: never
 // rename one.
 const (
+	// KindCreateKeys makes the signup keys of a batch of users.
+	KindCreateKeys = "keyworker.create_keys"
+	// KindDeliverNotices sends the notices of a batch of new keys.
+	KindDeliverNotices = "keyworker.deliver_notices"
+	KindReconcile      = "keyworker.reconcile"
+	KindPurgeReveals   = "keyworker.purge_reveals"
+
+	// KindCreateKey and KindDeliverNotice are the per-user and per-key jobs
+	// of keyworker before batching. Nothing enqueues them any more; their
+	// workers remain so that jobs left in a queue by an older version still
+	// run (through the batched code, as a batch of one).
 	KindCreateKey     = "keyworker.create_key"
 	KindDeliverNotice = "keyworker.deliver_notice"
-	KindReconcile     = "keyworker.reconcile"
-	KindPurgeReveals  = "keyworker.purge_reveals"
 )
 
 // Queues.
 const (
-	// QueueKeys runs CreateKey jobs.
+	// QueueKeys runs CreateKeys jobs.
 	QueueKeys = "keyworker_keys"
-	// QueueNotices runs DeliverNotice jobs.
+	// QueueNotices runs DeliverNotices jobs.
 	QueueNotices = "keyworker_notices"
 	// QueueMaintenance runs Reconcile and PurgeReveals jobs.
 	QueueMaintenance = "keyworker_maintenance"
 )
+
+// pendingStates are the states of a job that has yet to finish.
+var pendingStates = []string{"available", "pending", "retryable", "running", "scheduled"}
+
+// CreateKeysArgs asks for the signup keys of a batch of users: one job per
+// listener hand-off chunk or reconcile page. Its JSON holds only user ids.
+// It is not unique: a user in two jobs gets one key (the unique index on
+// api_keys) and a 'skipped' event with reason key_exists from the second.
+type CreateKeysArgs struct {
+	// UserIDs are the users' uuids, sorted.
+	UserIDs []string `json:"user_ids"`
+	// Source says who asked: "signup" (the listener), or the reason of a
+	// reconcile ("periodic", "replay", "slot_recreated", ...).
+	Source string `json:"source,omitempty"`
+}
+
+// Kind returns KindCreateKeys.
+func (CreateKeysArgs) Kind() string { return KindCreateKeys }
+
+// InsertOpts puts the job in QueueKeys.
+func (CreateKeysArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueKeys} }
+
+// DeliverNoticesArgs asks for the notices of a batch of new keys to be sent
+// to every sender. Its JSON holds only key ids (public). The job that made
+// the keys inserts it in the same transaction, so each key is in one such
+// job; per-sink events in key_events keep a retry from sending twice.
+type DeliverNoticesArgs struct {
+	// KeyIDs are the keys' KSUIDs.
+	KeyIDs []string `json:"key_ids"`
+}
+
+// Kind returns KindDeliverNotices.
+func (DeliverNoticesArgs) Kind() string { return KindDeliverNotices }
+
+// InsertOpts puts the job in QueueNotices.
+func (DeliverNoticesArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueNotices} }
 
 // createKeyUniqueStates are the states in which a CreateKey job for a user
 // makes another one for the same user a duplicate. River's default set
@@ -41,8 +86,9 @@ var createKeyUniqueStates = []rivertype.JobState{
 	rivertype.JobStateScheduled,
 }
 
-// CreateKeyArgs asks for a user's signup key. Its JSON holds only the user
-// id. Jobs are unique by args while one is waiting, running or retrying.
+// CreateKeyArgs asks for one user's signup key: the job of versions before
+// batching (see KindCreateKey). Jobs are unique by args while one is
+// waiting, running or retrying.
 type CreateKeyArgs struct {
 	// UserID is the user's uuid.
 	UserID string `json:"user_id"`
@@ -59,9 +105,8 @@ func (CreateKeyArgs) InsertOpts() river.InsertOpts {
 	}
 }
 
-// DeliverNoticeArgs asks for the notice of a new key to be sent to every
-// sender. Its JSON holds only the key id (public). Jobs are unique by key
-// id in River's default states (completed included).
+// DeliverNoticeArgs asks for the notice of one new key: the job of versions
+// before batching (see KindDeliverNotice).
 type DeliverNoticeArgs struct {
 	// KeyID is the key's KSUID.
 	KeyID string `json:"key_id"`
@@ -76,7 +121,7 @@ func (DeliverNoticeArgs) InsertOpts() river.InsertOpts {
 }
 
 // ReconcileArgs asks for every eligible user without a signup key to be
-// given a CreateKey job.
+// given to a CreateKeys job.
 type ReconcileArgs struct {
 	// Reason says why: "periodic", "slot_recreated", "replay", ...
 	Reason string `json:"reason"`

@@ -66,6 +66,8 @@ func NewClient(pool *pgxpool.Pool, cfg Config) (*Client, error) {
 	d := newDeps(pool, cfg, logger)
 
 	workers := river.NewWorkers()
+	river.AddWorker(workers, &createKeysWorker{d: d})
+	river.AddWorker(workers, &deliverNoticesWorker{d: d})
 	river.AddWorker(workers, &createKeyWorker{d: d})
 	river.AddWorker(workers, &deliverNoticeWorker{d: d})
 	river.AddWorker(workers, &reconcileWorker{d: d})
@@ -95,7 +97,7 @@ func NewClient(pool *pgxpool.Pool, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("configuring River: %w", err)
 	}
 	return &Client{
-		Enqueuer: newEnqueuer(rc, cfg.CreateKeyMaxAttempts),
+		Enqueuer: newEnqueuer(rc, cfg.CreateKeyMaxAttempts, cfg.Schema),
 		rc:       rc,
 		pool:     pool,
 		cfg:      cfg,
@@ -107,7 +109,7 @@ func periodicJobs(cfg Config) []*river.PeriodicJob {
 	return []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(cfg.ReconcileInterval),
 			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{Reason: "periodic"}, nil },
-			&river.PeriodicJobOpts{ID: KindReconcile, RunOnStart: true}),
+			&river.PeriodicJobOpts{ID: KindReconcile}),
 		river.NewPeriodicJob(river.PeriodicInterval(cfg.PurgeInterval),
 			func() (river.JobArgs, *river.InsertOpts) { return PurgeRevealsArgs{}, nil },
 			&river.PeriodicJobOpts{ID: KindPurgeReveals, RunOnStart: true}),
@@ -185,13 +187,14 @@ func senderNames(cfg Config) string {
 	return strings.Join(names, ",")
 }
 
-// Enqueuer inserts CreateKey and Reconcile jobs in the caller's transaction.
-// It implements listener.Enqueuer and is safe for concurrent use. A Client
-// embeds one; NewEnqueuer makes one that works no jobs, for processes that
-// only enqueue.
+// Enqueuer inserts CreateKeys and Reconcile jobs in the caller's
+// transaction. It implements listener.Enqueuer and is safe for concurrent
+// use. A Client embeds one; NewEnqueuer makes one that works no jobs, for
+// processes that only enqueue.
 type Enqueuer struct {
 	rc         *river.Client[pgx.Tx]
 	createOpts river.InsertOpts
+	qPending   string // which of some users are in a pending CreateKeys job
 }
 
 // EnqueuerConfig configures NewEnqueuer.
@@ -218,7 +221,7 @@ func NewEnqueuer(pool *pgxpool.Pool, cfg EnqueuerConfig) (*Enqueuer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newEnqueuer(rc, cfg.CreateKeyMaxAttempts), nil
+	return newEnqueuer(rc, cfg.CreateKeyMaxAttempts, cfg.Schema), nil
 }
 
 func insertOnlyClient(pool *pgxpool.Pool, schema string) (*river.Client[pgx.Tx], error) {
@@ -229,64 +232,90 @@ func insertOnlyClient(pool *pgxpool.Pool, schema string) (*river.Client[pgx.Tx],
 	return rc, nil
 }
 
-func newEnqueuer(rc *river.Client[pgx.Tx], createMaxAttempts int) *Enqueuer {
-	opts := CreateKeyArgs{}.InsertOpts()
+func newEnqueuer(rc *river.Client[pgx.Tx], createMaxAttempts int, schema string) *Enqueuer {
+	opts := CreateKeysArgs{}.InsertOpts()
 	opts.MaxAttempts = createMaxAttempts
-	return &Enqueuer{rc: rc, createOpts: opts}
+	return &Enqueuer{rc: rc, createOpts: opts, qPending: pendingQuery(schema)}
 }
 
-// EnqueueSignupsTx inserts one CreateKey job per distinct user in signups,
-// in tx, with River's InsertManyTx (unique jobs, not COPY), and returns how
-// many were new: a user whose job is already waiting, running or retrying is
-// a duplicate, skipped without error, as is a user repeated in signups. It
+// pendingQuery finds which of the users $1 are in a CreateKeys job that has
+// yet to finish (River's GIN index on args answers the containment test).
+func pendingQuery(schema string) string {
+	return `SELECT x.id FROM unnest($1::text[]) AS x(id)
+		WHERE EXISTS (SELECT 1 FROM ` + pgx.Identifier{schema, "river_job"}.Sanitize() + ` j
+		               WHERE j.args @> jsonb_build_object('user_ids', jsonb_build_array(x.id))
+		                 AND j.kind = '` + KindCreateKeys + `'
+		                 AND j.state IN ('` + strings.Join(pendingStates, "', '") + `'))`
+}
+
+// EnqueueSignupsTx inserts CreateKeys jobs for the distinct users in
+// signups, in tx, at most MaxBatchUsers users per job, and returns how many
+// users it handed to new jobs (a user repeated in signups counts once). It
 // filters nothing (the listener does).
 func (e *Enqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []listener.Signup) (int, error) {
 	ids := make([]string, 0, len(signups))
 	for _, s := range signups {
 		ids = append(ids, s.UserID)
 	}
-	n, _, err := e.enqueueUsersTx(ctx, tx, ids)
+	n, _, err := e.enqueueUsersTx(ctx, tx, ids, "signup")
 	return n, err
 }
 
-// enqueueUsersTx inserts CreateKey jobs for the distinct ids and returns how
-// many were new and how many duplicates.
-func (e *Enqueuer) enqueueUsersTx(ctx context.Context, tx pgx.Tx, userIDs []string) (inserted, duplicates int, err error) {
-	// Insert in one order everywhere (sorted by user id): a listener
-	// hand-off and a reconcile page that share users then wait for each
-	// other on the unique index instead of deadlocking (40P01), which
-	// happened in catch-ups when each inserted in its own order.
+// enqueueUsersTx inserts CreateKeys jobs for the distinct ids, sorted, in
+// chunks of MaxBatchUsers, and returns how many users went into jobs and
+// how many were repeats.
+func (e *Enqueuer) enqueueUsersTx(ctx context.Context, tx pgx.Tx, userIDs []string, source string) (inserted, duplicates int, err error) {
+	// One order everywhere (sorted by user id): batches that share users
+	// then wait for each other on the unique index instead of deadlocking
+	// (40P01).
 	ids := make([]string, len(userIDs))
 	for i, id := range userIDs {
 		ids[i] = strings.ToLower(id)
 	}
 	slices.Sort(ids)
-	seen := make(map[string]bool, len(ids))
-	params := make([]river.InsertManyParams, 0, len(ids))
-	for _, id := range ids {
-		if seen[id] {
-			// One statement cannot insert the same unique job twice.
-			duplicates++
-			continue
-		}
-		seen[id] = true
-		params = append(params, river.InsertManyParams{Args: CreateKeyArgs{UserID: id}, InsertOpts: &e.createOpts})
-	}
-	if len(params) == 0 {
+	ids = slices.Compact(ids)
+	duplicates = len(userIDs) - len(ids)
+	if len(ids) == 0 {
 		return 0, duplicates, nil
 	}
-	res, err := e.rc.InsertManyTx(ctx, tx, params)
-	if err != nil {
-		return 0, 0, fmt.Errorf("enqueuing %d create-key jobs: %w", len(params), err)
+	params := make([]river.InsertManyParams, 0, (len(ids)+MaxBatchUsers-1)/MaxBatchUsers)
+	for chunk := range slices.Chunk(ids, MaxBatchUsers) {
+		params = append(params, river.InsertManyParams{Args: CreateKeysArgs{UserIDs: chunk, Source: source}, InsertOpts: &e.createOpts})
 	}
-	for _, r := range res {
-		if r.UniqueSkippedAsDuplicate {
-			duplicates++
-		} else {
-			inserted++
+	if _, err := e.rc.InsertManyTx(ctx, tx, params); err != nil {
+		return 0, 0, fmt.Errorf("enqueuing create-keys jobs for %d users: %w", len(ids), err)
+	}
+	return len(ids), duplicates, nil
+}
+
+// withoutPending drops from ids the users already in a CreateKeys job that
+// has yet to finish, and returns how many it dropped.
+func (e *Enqueuer) withoutPending(ctx context.Context, db users.Querier, ids []string) ([]string, int, error) {
+	if len(ids) == 0 {
+		return ids, 0, nil
+	}
+	rows, err := db.Query(ctx, e.qPending, ids)
+	if err != nil {
+		return nil, 0, fmt.Errorf("looking for users already queued: %w", err)
+	}
+	pending, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, 0, fmt.Errorf("looking for users already queued: %w", err)
+	}
+	if len(pending) == 0 {
+		return ids, 0, nil
+	}
+	skip := make(map[string]bool, len(pending))
+	for _, id := range pending {
+		skip[id] = true
+	}
+	out := ids[:0:0]
+	for _, id := range ids {
+		if !skip[id] {
+			out = append(out, id)
 		}
 	}
-	return inserted, duplicates, nil
+	return out, len(ids) - len(out), nil
 }
 
 // EnqueueReconcileTx inserts a Reconcile job in tx, with reason recorded in
@@ -300,38 +329,24 @@ func (e *Enqueuer) EnqueueReconcileTx(ctx context.Context, tx pgx.Tx, reason str
 
 // deps is what the workers share.
 type deps struct {
-	cfg        Config
-	pool       *pgxpool.Pool
-	logger     *slog.Logger
-	noticeOpts river.InsertOpts
-	createOpts river.InsertOpts
-	qUser      string // email and deleted flag of one user
-	qNotified  string // sinks that are done with a key
+	cfg           Config
+	pool          *pgxpool.Pool
+	logger        *slog.Logger
+	noticeOpts    river.InsertOpts
+	qNoticeKeys   string // the keys, users and done sinks of a notice batch
+	qInsertEvents string // many key_events rows
 }
 
 func newDeps(pool *pgxpool.Pool, cfg Config, logger *slog.Logger) *deps {
-	noticeOpts := DeliverNoticeArgs{}.InsertOpts()
+	noticeOpts := DeliverNoticesArgs{}.InsertOpts()
 	noticeOpts.MaxAttempts = cfg.NoticeMaxAttempts
-	createOpts := CreateKeyArgs{}.InsertOpts()
-	createOpts.MaxAttempts = cfg.CreateKeyMaxAttempts
-
-	t := cfg.Table
-	email := "NULL::text"
-	if cfg.EmailColumn != "" {
-		email = "u." + users.Col(cfg.EmailColumn) + "::text"
-	}
-	deleted := "false"
-	if t.DeletedAt() != "" {
-		deleted = "u." + users.Col(t.DeletedAt()) + " IS NOT NULL"
-	}
+	qKeys, qEvents := noticeQueries(cfg.Schema, cfg.Table, cfg.EmailColumn)
 	return &deps{
-		cfg:        cfg,
-		pool:       pool,
-		logger:     logger,
-		noticeOpts: noticeOpts,
-		createOpts: createOpts,
-		qUser:      `SELECT ` + email + `, ` + deleted + ` FROM ` + t.Ident() + ` u WHERE u.` + users.Col(t.IDColumn) + ` = $1::uuid`,
-		qNotified: `SELECT DISTINCT detail->>'sink' FROM ` + pgx.Identifier{cfg.Schema, "key_events"}.Sanitize() + `
-			WHERE key_id = $1 AND event IN ('notified', 'notify_discarded') AND detail ? 'sink'`,
+		cfg:           cfg,
+		pool:          pool,
+		logger:        logger,
+		noticeOpts:    noticeOpts,
+		qNoticeKeys:   qKeys,
+		qInsertEvents: qEvents,
 	}
 }

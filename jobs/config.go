@@ -44,9 +44,14 @@ const (
 	DefaultReconcileInterval = 5 * time.Minute
 	// DefaultPurgeInterval is Config.PurgeInterval's default.
 	DefaultPurgeInterval = time.Hour
+	// MaxBatchUsers is the most users one CreateKeys job holds: a listener
+	// hand-off or a reconcile page of more becomes several jobs.
+	MaxBatchUsers = 1000
 	// ReconcilePageSize is how many users a reconcile reads and enqueues per
-	// transaction.
-	ReconcilePageSize = 1000
+	// transaction, as one CreateKeys job.
+	ReconcilePageSize = MaxBatchUsers
+	// DefaultNoticeConcurrency is Config.NoticeConcurrency's default.
+	DefaultNoticeConcurrency = 32
 	// ReconcileTimeout bounds one reconcile job (the page loop over the
 	// whole users table), whatever JobTimeout says.
 	ReconcileTimeout = 30 * time.Minute
@@ -92,6 +97,11 @@ type Config struct {
 	// QueueMaintenance, between 1 and 1000. Default to DefaultKeyWorkers
 	// (10), DefaultNoticeWorkers (10) and DefaultMaintenanceWorkers (2).
 	KeyWorkers, NoticeWorkers, MaintenanceWorkers int
+
+	// NoticeConcurrency is how many notices one notice job sends at once
+	// (each key to each sender is one send), between 1 and 1000. Defaults
+	// to DefaultNoticeConcurrency (32).
+	NoticeConcurrency int
 
 	// CreateKeyMaxAttempts and NoticeMaxAttempts are how many times a
 	// create-key job and a notice job may fail before River discards them,
@@ -156,6 +166,7 @@ func (c Config) withDefaults() Config {
 	c.KeyWorkers = orDefault(c.KeyWorkers, DefaultKeyWorkers)
 	c.NoticeWorkers = orDefault(c.NoticeWorkers, DefaultNoticeWorkers)
 	c.MaintenanceWorkers = orDefault(c.MaintenanceWorkers, DefaultMaintenanceWorkers)
+	c.NoticeConcurrency = orDefault(c.NoticeConcurrency, DefaultNoticeConcurrency)
 	c.CreateKeyMaxAttempts = orDefault(c.CreateKeyMaxAttempts, DefaultCreateKeyMaxAttempts)
 	c.NoticeMaxAttempts = orDefault(c.NoticeMaxAttempts, DefaultNoticeMaxAttempts)
 	c.JobTimeout = orDefault(c.JobTimeout, DefaultJobTimeout)
@@ -218,7 +229,7 @@ func (c Config) validate() error {
 	for _, w := range []struct {
 		name string
 		n    int
-	}{{"KeyWorkers", c.KeyWorkers}, {"NoticeWorkers", c.NoticeWorkers}, {"MaintenanceWorkers", c.MaintenanceWorkers}} {
+	}{{"KeyWorkers", c.KeyWorkers}, {"NoticeWorkers", c.NoticeWorkers}, {"MaintenanceWorkers", c.MaintenanceWorkers}, {"NoticeConcurrency", c.NoticeConcurrency}} {
 		if w.n < 1 || w.n > 1000 {
 			return fmt.Errorf("%s must be between 1 and 1000, got %d", w.name, w.n)
 		}

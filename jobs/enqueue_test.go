@@ -9,20 +9,22 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/keyworker/keyworker/jobs"
+	"github.com/keyworker/keyworker/keystore"
 )
 
-// TestConcurrentEnqueuesOfTheSameUsersDoNotDeadlock stages the catch-up race
-// that once failed with 40P01: a listener hand-off and a reconcile page
-// enqueue the same users in different orders while a third transaction
-// holds one of them. Every enqueue inserts in user id order, so each waits
-// for the other instead of both waiting forever.
-func TestConcurrentEnqueuesOfTheSameUsersDoNotDeadlock(t *testing.T) {
+// TestConcurrentBatchesOfTheSameUsersDoNotDeadlock stages the catch-up race
+// that once failed with 40P01, now where batches meet, on the unique index
+// of signup keys: a listener hand-off's batch and a reconcile page's batch
+// hold the same users in different orders while a third transaction holds
+// one of them. Every batch inserts keys in user id order, so each waits for
+// the other instead of both waiting forever, and each user gets one key.
+func TestConcurrentBatchesOfTheSameUsersDoNotDeadlock(t *testing.T) {
 	t.Parallel()
 	f := setup(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, b, c := userID(9_000_001), userID(9_000_002), userID(9_000_003)
+	users := f.newUsers(t, 3)
+	a, b, c := users[0], users[1], users[2]
 
 	begin := func() pgx.Tx {
 		tx, err := f.db.Begin(ctx)
@@ -30,6 +32,12 @@ func TestConcurrentEnqueuesOfTheSameUsersDoNotDeadlock(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+		// The plan of a big users table: a nested loop over the batch in
+		// its own order (a hash join over this small table would follow
+		// the table's physical order instead, hiding the race).
+		if _, err := tx.Exec(ctx, `SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off`); err != nil {
+			t.Fatal(err)
+		}
 		return tx
 	}
 	pid := func(tx pgx.Tx) uint32 { return tx.Conn().PgConn().PID() }
@@ -37,13 +45,16 @@ func TestConcurrentEnqueuesOfTheSameUsersDoNotDeadlock(t *testing.T) {
 		t.Helper()
 		eventually(t, 10*time.Second, func() (bool, string) {
 			return count(t, f.db, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'`, pid(tx)) == 1,
-				"an enqueue to wait for another transaction's lock"
+				"a batch to wait for another transaction's lock"
 		})
+	}
+	batch := func(tx pgx.Tx, ids ...string) ([]keystore.SignupOutcome, error) {
+		return f.store.CreateSignupKeysTx(ctx, tx, keystore.SignupBatch{UserIDs: ids, Audit: keystore.Audit{JobID: 1, Attempt: 1}})
 	}
 	enqueue := func(tx pgx.Tx, ids ...string) chan error {
 		done := make(chan error, 1)
 		go func() {
-			_, err := f.client.EnqueueSignupsTx(ctx, tx, signups(ids...))
+			_, err := batch(tx, ids...)
 			if err == nil {
 				err = tx.Commit(ctx)
 			}
@@ -52,9 +63,9 @@ func TestConcurrentEnqueuesOfTheSameUsersDoNotDeadlock(t *testing.T) {
 		return done
 	}
 
-	// The holder has c's job, uncommitted.
+	// The holder has c's key, uncommitted.
 	holder := begin()
-	if _, err := f.client.EnqueueSignupsTx(ctx, holder, signups(c)); err != nil {
+	if _, err := batch(holder, c); err != nil {
 		t.Fatal(err)
 	}
 	// The first transaction asks for a, c, b: in that order it would hold a
@@ -74,12 +85,12 @@ func TestConcurrentEnqueuesOfTheSameUsersDoNotDeadlock(t *testing.T) {
 		if err := <-done; err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == "40P01" {
-				t.Fatalf("enqueue %d deadlocked: %v", i+1, err)
+				t.Fatalf("batch %d deadlocked: %v", i+1, err)
 			}
-			t.Fatalf("enqueue %d: %v", i+1, err)
+			t.Fatalf("batch %d: %v", i+1, err)
 		}
 	}
-	if got := count(t, f.db, `SELECT count(*) FROM keyworker.river_job WHERE kind = $1`, jobs.KindCreateKey); got != 3 {
-		t.Fatalf("%d create-key jobs, want 3 (one each for a, b, c)", got)
+	if got := count(t, f.db, `SELECT count(*) FROM keyworker.api_keys`); got != 3 {
+		t.Fatalf("%d keys, want 3 (one each for a, b, c)", got)
 	}
 }

@@ -223,6 +223,15 @@ func (f *fixture) waitJobs(t *testing.T, kind string, state rivertype.JobState, 
 	})
 }
 
+// waitEvents waits until n key_events rows are event.
+func (f *fixture) waitEvents(t *testing.T, event string, n int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, func() (bool, string) {
+		got := count(t, f.db, `SELECT count(*) FROM keyworker.key_events WHERE event = $1`, event)
+		return got == n, fmt.Sprintf("%d %s events (have %d; %s)", n, event, got, f.jobStates(t))
+	})
+}
+
 // waitIdle waits until no job is waiting, running or retrying.
 func (f *fixture) waitIdle(t *testing.T, timeout time.Duration) {
 	t.Helper()

@@ -48,10 +48,12 @@ type ReplayOptions struct {
 type ReplayResult struct {
 	// Found is how many eligible users without a signup key there were.
 	Found int `json:"found"`
-	// Enqueued is how many CreateKey jobs were inserted.
+	// Enqueued is how many users were handed to new CreateKeys jobs.
 	Enqueued int `json:"enqueued"`
-	// Duplicates is how many users already had a CreateKey job waiting,
-	// running or retrying.
+	// Jobs is how many CreateKeys jobs were inserted (one per page).
+	Jobs int `json:"jobs"`
+	// Duplicates is how many users were already in a CreateKeys job
+	// waiting, running or retrying.
 	Duplicates int `json:"duplicates"`
 	// Since is the lower bound used (zero: none).
 	Since time.Time `json:"since"`
@@ -59,10 +61,11 @@ type ReplayResult struct {
 
 // Replay finds every eligible user without a signup key (created in
 // [Since, Until), not deleted, not anonymous unless IncludeAnonymous) and
-// inserts a CreateKey job for each, page by page (one transaction per
-// page), through the same code as the periodic Reconcile job. Users whose
-// job is already queued count as Duplicates; running it twice enqueues
-// nothing new. It needs no running Client: jobs wait for a worker.
+// hands them to CreateKeys jobs, one job per page of PageSize users (one
+// transaction per page), through the same code as the periodic Reconcile
+// job. Users already in a CreateKeys job yet to finish count as Duplicates;
+// running it twice enqueues nothing new. It needs no running Client: jobs
+// wait for a worker.
 func Replay(ctx context.Context, pool *pgxpool.Pool, opts ReplayOptions) (ReplayResult, error) {
 	opts.Schema = orDefault(opts.Schema, DefaultSchema)
 	opts.Table = opts.Table.WithDefaults()
@@ -81,7 +84,7 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, opts ReplayOptions) (Replay
 		return ReplayResult{}, err
 	}
 	start := time.Now()
-	res, err := reconcile(ctx, pool, newEnqueuer(rc, opts.CreateKeyMaxAttempts), opts)
+	res, err := reconcile(ctx, pool, newEnqueuer(rc, opts.CreateKeyMaxAttempts, opts.Schema), opts, "replay")
 	if opts.Logger != nil {
 		attrs := []any{"component", "jobs", "dry_run", opts.DryRun, "found", res.Found, "enqueued", res.Enqueued,
 			"duplicates", res.Duplicates, "since", res.Since, "duration", time.Since(start).Round(time.Millisecond).String()}
@@ -94,9 +97,10 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, opts ReplayOptions) (Replay
 	return res, err
 }
 
-// reconcile is the page loop shared by Replay and the Reconcile job.
-func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts ReplayOptions) (ReplayResult, error) {
-	if opts.PageSize <= 0 {
+// reconcile is the page loop shared by Replay and the Reconcile job; source
+// is recorded in the jobs it makes.
+func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts ReplayOptions, source string) (ReplayResult, error) {
+	if opts.PageSize <= 0 || opts.PageSize > MaxBatchUsers {
 		opts.PageSize = ReconcilePageSize
 	}
 	var res ReplayResult
@@ -136,8 +140,12 @@ func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts Replay
 			}
 			var inserted, dups int
 			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				var err error
-				inserted, dups, err = e.enqueueUsersTx(ctx, tx, ids)
+				fresh, queued, err := e.withoutPending(ctx, tx, ids)
+				if err != nil {
+					return err
+				}
+				inserted, dups, err = e.enqueueUsersTx(ctx, tx, fresh, source)
+				dups += queued
 				return err
 			})
 			if err != nil {
@@ -145,6 +153,9 @@ func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts Replay
 			}
 			res.Enqueued += inserted
 			res.Duplicates += dups
+			if inserted > 0 {
+				res.Jobs += (inserted + MaxBatchUsers - 1) / MaxBatchUsers
+			}
 		}
 		if opts.Progress != nil {
 			opts.Progress(res.Found, res.Enqueued, total)
@@ -176,14 +187,15 @@ type reconcileOutput struct {
 func (w *reconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs]) error {
 	d := w.d
 	start := time.Now()
-	res, err := reconcile(ctx, d.pool, &Enqueuer{rc: river.ClientFromContext[pgx.Tx](ctx), createOpts: d.createOpts}, ReplayOptions{
+	e := newEnqueuer(river.ClientFromContext[pgx.Tx](ctx), d.cfg.CreateKeyMaxAttempts, d.cfg.Schema)
+	res, err := reconcile(ctx, d.pool, e, ReplayOptions{
 		Schema:           d.cfg.Schema,
 		Table:            d.cfg.Table,
 		IncludeAnonymous: d.cfg.IncludeAnonymous,
 		Since:            job.Args.Since,
 		Until:            job.Args.Until,
 		DryRun:           job.Args.DryRun,
-	})
+	}, job.Args.Reason)
 	if err != nil {
 		return fmt.Errorf("reconciling (%s): %w", job.Args.Reason, err)
 	}

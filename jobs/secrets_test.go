@@ -46,7 +46,7 @@ func TestNoSecretAtRest(t *testing.T) {
 	ids := f.newUsers(t, n)
 	f.enqueueUsers(t, ids...)
 	f.start(t)
-	f.waitJobs(t, jobs.KindDeliverNotice, rivertype.JobStateCompleted, n, 20*time.Second)
+	f.waitJobs(t, jobs.KindDeliverNotices, rivertype.JobStateCompleted, 1, 20*time.Second)
 	f.waitIdle(t, 10*time.Second)
 
 	var needles []string

@@ -364,3 +364,27 @@ func InstalledAt(ctx context.Context, db Querier, keysSchema string) (time.Time,
 	}
 	return at, nil
 }
+
+// Reasons a user gets no signup key, as SkipReasonSQL and Lookup name them.
+const (
+	ReasonMissing   = "user_missing"
+	ReasonDeleted   = "user_deleted"
+	ReasonAnonymous = "user_anonymous"
+)
+
+// SkipReasonSQL returns an SQL expression over the users row alias (LEFT
+// JOINed, so NULL when there is no such user) that is NULL when the user may
+// have a signup key now, else the reason as text: ReasonMissing,
+// ReasonDeleted or ReasonAnonymous (unless includeAnonymous). Like Lookup,
+// it does not look at the creation time.
+func (t Table) SkipReasonSQL(alias string, includeAnonymous bool) string {
+	a := alias + "."
+	expr := `CASE WHEN ` + a + Col(t.IDColumn) + ` IS NULL THEN '` + ReasonMissing + `'`
+	if t.DeletedAt() != "" {
+		expr += ` WHEN ` + a + Col(t.DeletedAt()) + ` IS NOT NULL THEN '` + ReasonDeleted + `'`
+	}
+	if t.Anonymous() != "" && !includeAnonymous {
+		expr += ` WHEN coalesce(` + a + Col(t.Anonymous()) + `, false) THEN '` + ReasonAnonymous + `'`
+	}
+	return expr + ` END`
+}

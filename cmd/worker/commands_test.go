@@ -121,16 +121,17 @@ func TestReplayFiftyThousandUsersEnqueuesEachOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "0 jobs enqueued, 50000 already queued") {
+	if !strings.Contains(out, "0 users handed to 0 create-keys jobs, 50000 already queued") {
 		t.Fatalf("second replay: %s", out)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM keyworker.river_job WHERE kind = 'keyworker.create_key'`); n != 50000 {
-		t.Fatalf("%d create_key jobs, want 50000", n)
+	if n := count(t, pool, `SELECT count(*) FROM keyworker.river_job WHERE kind = 'keyworker.create_keys'`); n != 50 {
+		t.Fatalf("%d create-keys jobs, want 50 (1000 users each)", n)
 	}
-	if n := count(t, pool, `SELECT count(DISTINCT args->>'user_id') FROM keyworker.river_job`); n != 50000 {
+	if n := count(t, pool, `SELECT count(DISTINCT u) FROM keyworker.river_job j, jsonb_array_elements_text(j.args->'user_ids') u`); n != 50000 {
 		t.Fatalf("%d distinct users in jobs, want 50000", n)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM keyworker.river_job j JOIN auth.users u ON u.id = (j.args->>'user_id')::uuid WHERE u.is_anonymous OR u.deleted_at IS NOT NULL`); n != 0 {
+	if n := count(t, pool, `SELECT count(*) FROM keyworker.river_job j, jsonb_array_elements_text(j.args->'user_ids') x
+		JOIN auth.users u ON u.id = x::uuid WHERE u.is_anonymous OR u.deleted_at IS NOT NULL`); n != 0 {
 		t.Fatalf("%d jobs for ineligible users", n)
 	}
 

@@ -90,7 +90,7 @@ func cmdReplay(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	}
 	if asJSON {
 		return json.NewEncoder(e.stdout).Encode(map[string]any{
-			"found": res.Found, "enqueued": res.Enqueued, "duplicates": res.Duplicates,
+			"found": res.Found, "enqueued": res.Enqueued, "jobs": res.Jobs, "duplicates": res.Duplicates,
 			"dry_run": opts.DryRun, "since": res.Since, "seconds": time.Since(start).Seconds(),
 		})
 	}
@@ -102,8 +102,8 @@ func cmdReplay(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 		fmt.Fprintf(e.stdout, "dry run: %d eligible users created since %s have no signup key; nothing enqueued\n", res.Found, since)
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "replay: %d eligible users without a signup key since %s; %d jobs enqueued, %d already queued (%.1fs)\n",
-		res.Found, since, res.Enqueued, res.Duplicates, time.Since(start).Seconds())
+	fmt.Fprintf(e.stdout, "replay: %d eligible users without a signup key since %s; %d users handed to %d create-keys jobs, %d already queued (%.1fs)\n",
+		res.Found, since, res.Enqueued, res.Jobs, res.Duplicates, time.Since(start).Seconds())
 	return nil
 }
 

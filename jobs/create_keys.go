@@ -1,0 +1,161 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/keyworker/keyworker/keystore"
+)
+
+// Reasons recorded in 'skipped' events, besides the users package's
+// (user_missing, user_deleted, user_anonymous).
+const (
+	ReasonUserMissing   = "user_missing"
+	ReasonUserDeleted   = "user_deleted"
+	ReasonUserAnonymous = "user_anonymous"
+	ReasonKeyExists     = keystore.OutcomeKeyExists
+	ReasonMalformedUser = keystore.OutcomeMalformed
+	ReasonKeyMissing    = "key_missing"
+	ReasonNoSenders     = "no_senders"
+)
+
+// createKeysWorker makes the signup keys of a batch of users. In one
+// transaction: keystore.CreateSignupKeysTx (one statement: the users looked
+// up, keys inserted for the eligible ones without a key, their sealed
+// secrets, one audit event per user naming this job) and the DeliverNotices
+// job for exactly the keys inserted. River's batched completer completes the
+// job after the commit; a crash in between runs the job again, which finds
+// every key made (key_exists) and makes nothing, not even a second notice.
+type createKeysWorker struct {
+	river.WorkerDefaults[CreateKeysArgs]
+	d *deps
+}
+
+func (w *createKeysWorker) Work(ctx context.Context, job *river.Job[CreateKeysArgs]) error {
+	out, err := w.d.createKeys(ctx, job.ID, job.Attempt, KindCreateKeys, job.Args.UserIDs)
+	if err != nil {
+		return err
+	}
+	if err := river.RecordOutput(ctx, out); err != nil {
+		return fmt.Errorf("recording the output of job %d: %w", job.ID, err)
+	}
+	return nil
+}
+
+// createKeyWorker runs the per-user jobs of older versions as a batch of
+// one.
+type createKeyWorker struct {
+	river.WorkerDefaults[CreateKeyArgs]
+	d *deps
+}
+
+func (w *createKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs]) error {
+	_, err := w.d.createKeys(ctx, job.ID, job.Attempt, KindCreateKey, []string{job.Args.UserID})
+	return err
+}
+
+// createKeysOutput is a CreateKeys job's recorded output (River UI shows
+// it): what became of each user.
+type createKeysOutput struct {
+	Users int `json:"users"`
+	// Created maps user id to the new key's id.
+	Created map[string]string `json:"created,omitempty"`
+	// Skipped maps user id to why no key was made (key_exists,
+	// user_missing, user_deleted, user_anonymous, malformed_user_id).
+	Skipped map[string]string `json:"skipped,omitempty"`
+	// NoticeJobID is the DeliverNotices job of the new keys.
+	NoticeJobID int64 `json:"notice_job_id,omitempty"`
+}
+
+// createKeys is the batch: keys, sealed secrets, events and the notice job
+// in one transaction, then metrics and one log line.
+func (d *deps) createKeys(ctx context.Context, jobID int64, attempt int, kind string, userIDs []string) (createKeysOutput, error) {
+	started := time.Now()
+	out := createKeysOutput{Users: len(userIDs)}
+	var exp *time.Time
+	if d.cfg.KeyTTL > 0 {
+		t := d.cfg.Store.Now().Add(d.cfg.KeyTTL)
+		exp = &t
+	}
+	var outcomes []keystore.SignupOutcome
+	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		var err error
+		outcomes, err = d.cfg.Store.CreateSignupKeysTx(ctx, tx, keystore.SignupBatch{
+			UserIDs:          userIDs,
+			Table:            d.cfg.Table,
+			IncludeAnonymous: d.cfg.IncludeAnonymous,
+			ExpiresAt:        exp,
+			Audit: keystore.Audit{JobID: jobID, Attempt: attempt, Actor: keystore.ActorWorker,
+				Detail: map[string]any{"job": kind}},
+		})
+		if err != nil {
+			return err
+		}
+		out.Created, out.Skipped, out.NoticeJobID = nil, nil, 0
+		var created []string
+		for _, o := range outcomes {
+			if o.Outcome == keystore.OutcomeCreated {
+				created = append(created, o.KeyID)
+			}
+		}
+		if len(created) == 0 || len(d.cfg.Senders) == 0 {
+			return nil
+		}
+		res, err := river.ClientFromContext[pgx.Tx](ctx).InsertTx(ctx, tx, DeliverNoticesArgs{KeyIDs: created}, &d.noticeOpts)
+		if err != nil {
+			return fmt.Errorf("enqueuing the notices of %d keys: %w", len(created), err)
+		}
+		out.NoticeJobID = res.Job.ID
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("creating the signup keys of %d users: %w", len(userIDs), err)
+	}
+
+	var nCreated, nSkipped int
+	for _, o := range outcomes {
+		if o.Outcome == keystore.OutcomeCreated {
+			nCreated++
+			if out.Created == nil {
+				out.Created = make(map[string]string, len(outcomes))
+			}
+			out.Created[o.UserID] = o.KeyID
+			d.logger.DebugContext(ctx, "api key created", "job_id", jobID, "user_id", o.UserID, "key_id", o.KeyID, "last4", o.Last4)
+			d.emit(Event{Kind: EventKeyCreated, KeyID: o.KeyID, UserID: o.UserID})
+			continue
+		}
+		nSkipped++
+		if out.Skipped == nil {
+			out.Skipped = map[string]string{}
+		}
+		out.Skipped[o.UserID] = o.Outcome
+		d.logger.DebugContext(ctx, "no api key for this user", "job_id", jobID, "user_id", o.UserID, "reason", o.Outcome, "key_id", o.KeyID)
+		d.emit(Event{Kind: EventKeySkipped, KeyID: o.KeyID, UserID: o.UserID, Reason: o.Outcome})
+	}
+	attrs := []any{"job_id", jobID, "attempt", attempt, "users", len(userIDs), "created", nCreated, "skipped", nSkipped,
+		"duration", time.Since(started).Round(time.Microsecond).String()}
+	if out.NoticeJobID != 0 {
+		attrs = append(attrs, "notice_job_id", out.NoticeJobID)
+	}
+	if len(userIDs) == 1 && len(outcomes) == 1 {
+		attrs = append(attrs, "user_id", outcomes[0].UserID, "key_id", outcomes[0].KeyID, "outcome", outcomes[0].Outcome)
+	}
+	d.logger.InfoContext(ctx, "api keys made", attrs...)
+	return out, nil
+}
+
+func withDetail(a keystore.Audit, detail map[string]any) keystore.Audit {
+	a.Detail = detail
+	return a
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

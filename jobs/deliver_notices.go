@@ -1,0 +1,490 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/keyworker/keyworker/keys"
+	"github.com/keyworker/keyworker/keystore"
+	"github.com/keyworker/keyworker/notify"
+	"github.com/keyworker/keyworker/users"
+)
+
+// eventTimeout bounds the writing of a notice job's audit events after its
+// sends, which runs even when the job's context has ended, so that no
+// outcome is lost.
+const eventTimeout = 10 * time.Second
+
+// sinkTripAfter is how many retryable failures in a row a sink may have in
+// one attempt of a notice job before the job stops calling it for the rest
+// of that attempt: a webhook that is down gets a handful of calls per
+// attempt, not one per key. The keys not sent to it are retried with the
+// others.
+const sinkTripAfter = 8
+
+// deliverNoticesWorker sends the notices of a batch of keys: each key to
+// every sender, at most Config.NoticeConcurrency sends at a time. The keys,
+// their users (email, deleted) and the sinks already done with each key are
+// read in one query; the outcomes are written in one statement: 'notified'
+// or 'notify_discarded' with the sink, 'notify_failed' with the sink, error,
+// try and retry delay, 'skipped' with the reason for a key that is gone,
+// revoked or expired, or whose user is. A sink with a 'notified' or
+// 'notify_discarded' event for a key is never sent that key again, so a
+// retry sends only what has not been delivered. The webhook-id of a key's
+// notice is "notice_<key id>" on every try.
+//
+// Retries: when some sends failed with a *notify.RetryableError carrying a
+// RetryAfter, the job snoozes for the longest one; other temporary failures
+// return an error and River's retry policy backs off. A snooze does not use
+// up one of River's attempts (River counts snoozes in metadata["snoozes"]),
+// so the worker caps tries itself: attempt + snoozes may not exceed the
+// job's MaxAttempts (Config.NoticeMaxAttempts). At the cap the failing sends
+// get 'notify_discarded' with the last error. A *notify.PermanentError
+// discards that key's sink at once. A job whose every send failed for good
+// is cancelled; one with any delivery completes, its output listing what
+// was discarded. River's batched completer completes notice jobs (their
+// sends cannot share a transaction anyway).
+type deliverNoticesWorker struct {
+	river.WorkerDefaults[DeliverNoticesArgs]
+	d *deps
+}
+
+func (w *deliverNoticesWorker) Work(ctx context.Context, job *river.Job[DeliverNoticesArgs]) error {
+	out, err := w.d.deliverNotices(ctx, job.JobRow, job.Args.KeyIDs)
+	if err != nil {
+		return err
+	}
+	if err := river.RecordOutput(ctx, out); err != nil {
+		return fmt.Errorf("recording the output of job %d: %w", job.ID, err)
+	}
+	return nil
+}
+
+// deliverNoticeWorker runs the per-key jobs of older versions as a batch of
+// one.
+type deliverNoticeWorker struct {
+	river.WorkerDefaults[DeliverNoticeArgs]
+	d *deps
+}
+
+func (w *deliverNoticeWorker) Work(ctx context.Context, job *river.Job[DeliverNoticeArgs]) error {
+	_, err := w.d.deliverNotices(ctx, job.JobRow, []string{job.Args.KeyID})
+	return err
+}
+
+// noticesOutput is a DeliverNotices job's recorded output.
+type noticesOutput struct {
+	Keys int `json:"keys"`
+	// Sent counts deliveries by sink in this attempt.
+	Sent map[string]int `json:"sent,omitempty"`
+	// AlreadyDone counts (key, sink) pairs done by an earlier attempt.
+	AlreadyDone int `json:"already_done,omitempty"`
+	// Discarded maps "<key id> <sink>" to why the notice was given up.
+	Discarded map[string]string `json:"discarded,omitempty"`
+	// Skipped maps key id to why no notice was sent.
+	Skipped map[string]string `json:"skipped,omitempty"`
+}
+
+// noticeKey is one key of a notice batch as the database has it.
+type noticeKey struct {
+	id, userID, prefix, last4 string
+	exists, userExists        bool
+	createdAt                 time.Time
+	expiresAt, revokedAt      *time.Time
+	revealExpiresAt           *time.Time
+	email                     *string
+	deleted                   bool
+	done                      []string
+}
+
+// sendResult is one (key, sink) send.
+type sendResult struct {
+	key  *noticeKey
+	sink string
+	err  error // nil: delivered
+}
+
+// noticeEvent is one key_events row a notice job writes.
+type noticeEvent struct {
+	name, keyID, userID string
+	detail              map[string]any
+}
+
+func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs []string) (noticesOutput, error) {
+	out := noticesOutput{Keys: len(keyIDs)}
+	audit := keystore.Audit{JobID: job.ID, Attempt: job.Attempt, Actor: keystore.ActorWorker}
+	log := d.logger.With("job_id", job.ID, "attempt", job.Attempt)
+	var events []noticeEvent
+	skip := func(keyID, userID, reason string) {
+		if out.Skipped == nil {
+			out.Skipped = map[string]string{}
+		}
+		out.Skipped[keyID] = reason
+		ev := noticeEvent{"skipped", keyID, userID, map[string]any{"reason": reason, "job": job.Kind}}
+		if reason == "malformed_key_id" {
+			ev.keyID, ev.detail["key_id_given"] = "", keyID
+		}
+		events = append(events, ev)
+		log.InfoContext(ctx, "notice not sent", "key_id", keyID, "user_id", userID, "reason", reason)
+	}
+
+	var ids []string
+	for _, id := range keyIDs {
+		if !keyIDRe.MatchString(id) {
+			skip(truncate(id, 40), "", "malformed_key_id")
+			continue
+		}
+		ids = append(ids, id)
+	}
+	if len(d.cfg.Senders) == 0 {
+		for _, id := range ids {
+			skip(id, "", ReasonNoSenders)
+		}
+		return out, d.writeNoticeEvents(ctx, audit, events)
+	}
+	batch, err := d.loadNoticeKeys(ctx, ids)
+	if err != nil {
+		return out, err
+	}
+
+	now := d.cfg.Store.Now()
+	type task struct {
+		key    *noticeKey
+		sender notify.Sender
+	}
+	var tasks []task
+	for _, k := range batch {
+		switch {
+		case !k.exists:
+			// Deleted with its user (ON DELETE CASCADE), or never made.
+			skip(k.id, "", ReasonKeyMissing)
+			continue
+		case !k.userExists:
+			skip(k.id, k.userID, ReasonUserMissing)
+			continue
+		case k.deleted:
+			skip(k.id, k.userID, ReasonUserDeleted)
+			continue
+		}
+		info := keystore.Info{RevokedAt: k.revokedAt, ExpiresAt: k.expiresAt}
+		if st := info.Status(now); st != keys.StatusValid {
+			skip(k.id, k.userID, "key_"+st.String())
+			continue
+		}
+		for _, s := range d.cfg.Senders {
+			if contains(k.done, s.Name()) {
+				out.AlreadyDone++
+				continue
+			}
+			tasks = append(tasks, task{k, s})
+		}
+	}
+
+	// Send, at most NoticeConcurrency at once. A sink that keeps failing
+	// trips: the rest of its sends in this attempt are not made.
+	results := make([]sendResult, len(tasks))
+	streak := make(map[string]*atomic.Int32, len(d.cfg.Senders))
+	for _, s := range d.cfg.Senders {
+		streak[s.Name()] = new(atomic.Int32)
+	}
+	sem := make(chan struct{}, d.cfg.NoticeConcurrency)
+	var wg sync.WaitGroup
+	for i, t := range tasks {
+		results[i] = sendResult{key: t.key, sink: t.sender.Name()}
+		run := streak[t.sender.Name()]
+		if n := run.Load(); n >= sinkTripAfter {
+			results[i].err = &notify.RetryableError{Err: fmt.Errorf("%s: not called: it failed %d times in a row in this attempt", t.sender.Name(), n)}
+			continue
+		}
+		if ctx.Err() != nil {
+			results[i].err = &notify.RetryableError{Err: fmt.Errorf("%s: not called: %w", t.sender.Name(), ctx.Err())}
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(r *sendResult, n notify.Notice, s notify.Sender) {
+			defer func() { <-sem; wg.Done() }()
+			r.err = s.Send(ctx, n)
+			var perm *notify.PermanentError
+			switch {
+			case r.err == nil:
+				run.Store(0)
+			case !errors.As(r.err, &perm):
+				run.Add(1)
+			}
+		}(&results[i], d.notice(t.key), t.sender)
+	}
+	wg.Wait()
+
+	snoozes := snoozeCount(job.Metadata)
+	try := job.Attempt + snoozes
+	final := job.Attempt >= job.MaxAttempts || try >= job.MaxAttempts
+	var retryErrs []error
+	var snooze time.Duration
+	var delivered, permanent int
+	for _, r := range results {
+		var perm *notify.PermanentError
+		var temp *notify.RetryableError
+		switch {
+		case r.err == nil:
+			delivered++
+			if out.Sent == nil {
+				out.Sent = map[string]int{}
+			}
+			out.Sent[r.sink]++
+			events = append(events, noticeEvent{"notified", r.key.id, r.key.userID, map[string]any{"sink": r.sink, "try": try}})
+		case errors.As(r.err, &perm):
+			permanent++
+			d.discard(&out, &events, r, r.err.Error(), map[string]any{"sink": r.sink, "reason": r.err.Error(), "try": try})
+		default:
+			if errors.As(r.err, &temp) {
+				snooze = max(snooze, temp.RetryAfter)
+			}
+			if final {
+				d.discard(&out, &events, r, r.err.Error(), map[string]any{
+					"sink": r.sink, "reason": fmt.Sprintf("gave up after %d tries", try), "error": r.err.Error(), "try": try,
+				})
+				continue
+			}
+			retryErrs = append(retryErrs, r.err)
+		}
+	}
+	retryIn := snooze
+	if retryIn == 0 && len(retryErrs) > 0 {
+		// An estimate: River asks the same policy once Work returns.
+		retryIn = max(time.Until(d.cfg.RetryPolicy.NextRetry(job)), 0).Round(time.Millisecond)
+	}
+	for _, r := range results {
+		var perm *notify.PermanentError
+		if r.err == nil || errors.As(r.err, &perm) || final {
+			continue
+		}
+		events = append(events, noticeEvent{"notify_failed", r.key.id, r.key.userID, map[string]any{
+			"sink": r.sink, "error": r.err.Error(), "attempt": try, "retry_in": retryIn.String(),
+		}})
+	}
+	if err := d.writeNoticeEvents(ctx, audit, events); err != nil {
+		return out, err
+	}
+	// Outcomes for metrics, as the events were written: deliveries and
+	// discards, then failures to retry.
+	for _, r := range results {
+		var perm *notify.PermanentError
+		switch {
+		case r.err == nil:
+			d.emit(Event{Kind: EventNoticeSent, KeyID: r.key.id, UserID: r.key.userID, Sink: r.sink})
+		case errors.As(r.err, &perm) || final:
+			d.emit(Event{Kind: EventNoticeDiscarded, KeyID: r.key.id, UserID: r.key.userID, Sink: r.sink, Reason: r.err.Error()})
+		}
+	}
+	for _, r := range results {
+		var perm *notify.PermanentError
+		if r.err != nil && !errors.As(r.err, &perm) && !final {
+			d.emit(Event{Kind: EventNoticeFailed, KeyID: r.key.id, UserID: r.key.userID, Sink: r.sink, Reason: r.err.Error()})
+		}
+	}
+
+	attrs := []any{"keys", len(keyIDs), "delivered", delivered, "already_done", out.AlreadyDone,
+		"discarded", len(out.Discarded), "to_retry", len(retryErrs), "skipped", len(out.Skipped), "try", try}
+	if len(keyIDs) == 1 {
+		attrs = append(attrs, "key_id", keyIDs[0])
+	}
+	if len(retryErrs) == 0 {
+		log.InfoContext(ctx, "notices delivered", attrs...)
+		if len(out.Discarded) == 0 || delivered > 0 || out.AlreadyDone > 0 {
+			return out, nil
+		}
+		// Nothing of the job was delivered, now or before, and nothing is
+		// left to try: the job failed.
+		err := fmt.Errorf("giving up after %d tries (%d snoozed): %w", try, snoozes, firstErrors(results, 3))
+		if job.Attempt >= job.MaxAttempts {
+			return out, err // River discards the job
+		}
+		return out, river.JobCancel(err)
+	}
+	lastErr := fmt.Errorf("%d of %d notices failed; will retry in %s: %w", len(retryErrs), len(results), retryIn, errors.Join(firstN(retryErrs, 3)...))
+	log.WarnContext(ctx, "notice delivery failed; will retry", append(attrs, "retry_in", retryIn.String(), "error", lastErr.Error())...)
+	if snooze > 0 {
+		return out, river.JobSnooze(snooze)
+	}
+	return out, lastErr
+}
+
+// discard records a (key, sink) notice given up.
+func (d *deps) discard(out *noticesOutput, events *[]noticeEvent, r sendResult, reason string, detail map[string]any) {
+	if out.Discarded == nil {
+		out.Discarded = map[string]string{}
+	}
+	out.Discarded[r.key.id+" "+r.sink] = reason
+	*events = append(*events, noticeEvent{"notify_discarded", r.key.id, r.key.userID, detail})
+}
+
+// notice builds the Notice of one key.
+func (d *deps) notice(k *noticeKey) notify.Notice {
+	revealExpiresAt := k.createdAt.Add(d.cfg.Store.RevealTTL())
+	if k.revealExpiresAt != nil {
+		revealExpiresAt = k.revealExpiresAt.UTC()
+	}
+	// Picked up already, or purged: the notice still says a key was made,
+	// with the window it had.
+	n := notify.Notice{
+		EventID:         "notice_" + k.id,
+		KeyID:           k.id,
+		UserID:          k.userID,
+		Prefix:          k.prefix,
+		Last4:           k.last4,
+		CreatedAt:       k.createdAt.UTC(),
+		ExpiresAt:       utcPtr(k.expiresAt),
+		RevealURL:       d.cfg.RevealURL,
+		RevealExpiresAt: revealExpiresAt,
+	}
+	if k.email != nil {
+		n.Email = *k.email
+	}
+	return n
+}
+
+// loadNoticeKeys reads the keys of a batch, their users and the sinks done
+// with each, in the order given.
+func (d *deps) loadNoticeKeys(ctx context.Context, ids []string) ([]*noticeKey, error) {
+	rows, err := d.pool.Query(ctx, d.qNoticeKeys, ids)
+	if err != nil {
+		return nil, fmt.Errorf("reading the keys of %d notices: %w", len(ids), err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*noticeKey, error) {
+		var k noticeKey
+		var createdAt *time.Time
+		err := r.Scan(&k.id, &k.exists, &k.userID, &k.prefix, &k.last4, &createdAt, &k.expiresAt, &k.revokedAt,
+			&k.revealExpiresAt, &k.userExists, &k.email, &k.deleted, &k.done)
+		if createdAt != nil {
+			k.createdAt = createdAt.UTC()
+		}
+		return &k, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the keys of %d notices: %w", len(ids), err)
+	}
+	return out, nil
+}
+
+// writeNoticeEvents writes a notice job's audit events in one statement,
+// even when ctx has ended (an outcome must not be lost to a job timeout).
+func (d *deps) writeNoticeEvents(ctx context.Context, a keystore.Audit, events []noticeEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), eventTimeout)
+	defer cancel()
+	names := make([]string, len(events))
+	keyIDs := make([]*string, len(events))
+	userIDs := make([]*string, len(events))
+	details := make([]string, len(events))
+	for i, e := range events {
+		names[i] = e.name
+		if e.keyID != "" {
+			keyIDs[i] = &e.keyID
+		}
+		if e.userID != "" {
+			userIDs[i] = &e.userID
+		}
+		b, err := json.Marshal(e.detail)
+		if err != nil {
+			return fmt.Errorf("encoding the detail of audit event %s: %w", e.name, err)
+		}
+		details[i] = string(b)
+	}
+	var attempt any
+	if a.Attempt != 0 {
+		attempt = a.Attempt
+	}
+	if _, err := d.pool.Exec(ctx, d.qInsertEvents, d.cfg.Store.Now(), names, keyIDs, userIDs, details, a.JobID, attempt); err != nil {
+		return fmt.Errorf("recording %d notice events: %w", len(events), err)
+	}
+	return nil
+}
+
+// snoozeCount reads how many times River snoozed a job from its metadata
+// ("snoozes"); 0 when absent or unreadable.
+func snoozeCount(metadata []byte) int {
+	var m struct {
+		Snoozes int `json:"snoozes"`
+	}
+	_ = json.Unmarshal(metadata, &m)
+	return m.Snoozes
+}
+
+var keyIDRe = regexp.MustCompile(`^[0-9A-Za-z]{27}$`)
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func firstN(errs []error, n int) []error {
+	if len(errs) > n {
+		return append(errs[:n:n], fmt.Errorf("and %d more", len(errs)-n))
+	}
+	return errs
+}
+
+func firstErrors(results []sendResult, n int) error {
+	var errs []error
+	for _, r := range results {
+		if r.err != nil {
+			errs = append(errs, r.err)
+		}
+	}
+	return errors.Join(firstN(errs, n)...)
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// noticeQueries returns the notice worker's statements.
+func noticeQueries(schema string, t users.Table, emailColumn string) (keysQ, eventsQ string) {
+	s := pgx.Identifier{schema}.Sanitize()
+	email := "NULL::text"
+	if emailColumn != "" {
+		email = "u." + users.Col(emailColumn) + "::text"
+	}
+	deleted := "false"
+	if t.DeletedAt() != "" {
+		deleted = "coalesce(u." + users.Col(t.DeletedAt()) + " IS NOT NULL, false)"
+	}
+	keysQ = strings.NewReplacer("{s}", s, "{users}", t.Ident(), "{uid}", users.Col(t.IDColumn),
+		"{email}", email, "{deleted}", deleted).Replace(`
+		SELECT x.id, k.id IS NOT NULL, coalesce(k.user_id::text, ''), coalesce(k.prefix, ''), coalesce(k.last4, ''),
+		       k.created_at, k.expires_at, k.revoked_at, r.expires_at,
+		       u.{uid} IS NOT NULL, {email}, {deleted},
+		       ARRAY(SELECT DISTINCT e.detail->>'sink' FROM {s}.key_events e
+		              WHERE e.key_id = x.id AND e.event IN ('notified', 'notify_discarded') AND e.detail ? 'sink')
+		  FROM unnest($1::text[]) WITH ORDINALITY AS x(id, n)
+		  LEFT JOIN {s}.api_keys k ON k.id = x.id
+		  LEFT JOIN {s}.key_reveals r ON r.key_id = k.id
+		  LEFT JOIN {users} u ON u.{uid} = k.user_id
+		 ORDER BY x.n`)
+	eventsQ = `INSERT INTO ` + s + `.key_events (occurred_at, event, key_id, user_id, job_id, attempt, actor, detail)
+		SELECT $1, x.event, x.key_id, x.user_id::uuid, $6, $7, 'worker', x.detail::jsonb
+		  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS x(event, key_id, user_id, detail)`
+	return keysQ, eventsQ
+}
