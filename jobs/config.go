@@ -39,7 +39,14 @@ const (
 	// (100ms) caps a queue at MaxWorkers jobs per 100ms, 100 keys/s with
 	// 10 workers, however idle the database; a fetch costs one indexed
 	// query, and happens only while jobs keep arriving.
-	DefaultFetchCooldown = 5 * time.Millisecond
+	DefaultFetchCooldown = 2 * time.Millisecond
+	// DefaultFetchPollInterval is Config.FetchPollInterval's default. River
+	// notifies its fetchers of an insert at most once per FetchCooldown per
+	// queue and drops the notifications in between; a job inserted just
+	// after another waits for the next poll. River's own poll (1s) made
+	// keys wait up to a second at a steady 500 signups/s; a poll costs one
+	// indexed query per queue.
+	DefaultFetchPollInterval = 50 * time.Millisecond
 	// DefaultReconcileInterval is Config.ReconcileInterval's default.
 	DefaultReconcileInterval = 5 * time.Minute
 	// DefaultPurgeInterval is Config.PurgeInterval's default.
@@ -137,7 +144,7 @@ type Config struct {
 
 	// FetchPollInterval and FetchCooldown tune how River finds new jobs
 	// (it is told of most at once through LISTEN/NOTIFY). Default to
-	// River's 1s and DefaultFetchCooldown (5ms).
+	// DefaultFetchPollInterval (50ms) and DefaultFetchCooldown (2ms).
 	FetchPollInterval, FetchCooldown time.Duration
 
 	// OnEvent, when set, is called with each job outcome (keys made,
@@ -174,6 +181,7 @@ func (c Config) withDefaults() Config {
 	c.ReconcileInterval = orDefault(c.ReconcileInterval, DefaultReconcileInterval)
 	c.PurgeInterval = orDefault(c.PurgeInterval, DefaultPurgeInterval)
 	c.FetchCooldown = orDefault(c.FetchCooldown, DefaultFetchCooldown)
+	c.FetchPollInterval = orDefault(c.FetchPollInterval, max(DefaultFetchPollInterval, c.FetchCooldown))
 	if c.RetryPolicy == nil {
 		c.RetryPolicy = &river.DefaultClientRetryPolicy{}
 	}
