@@ -225,7 +225,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	if cfg.Tokens.JWTSecret != nil || cfg.Tokens.JWKSURL != "" {
 		if d.tokens, err = accesstoken.New(cfg.Tokens); err != nil {
-			return nil, fmt.Errorf("KEYWORKER_JWT_SECRET / KEYWORKER_JWKS_URL: %w", err)
+			return nil, fmt.Errorf("configuring access token verification: %w", err)
 		}
 	}
 	return d, nil
