@@ -38,6 +38,16 @@ const (
 	MaxJWKSRefresh = 24 * time.Hour
 	// MaxJWKSTimeout bounds Config.JWKSTimeout.
 	MaxJWKSTimeout = time.Minute
+
+	// DefaultJWKSMaxStaleness is how long after the last successful fetch a
+	// key set is still used while refreshing it fails.
+	DefaultJWKSMaxStaleness = time.Hour
+	// MaxJWKSMaxStaleness bounds Config.JWKSMaxStaleness.
+	MaxJWKSMaxStaleness = 7 * 24 * time.Hour
+
+	// jwksPathSuffix is the path Supabase Auth serves its key set at, below
+	// the issuer URL.
+	jwksPathSuffix = "/.well-known/jwks.json"
 )
 
 // Config configures a Verifier. The zero value is not usable: at least one of
@@ -63,9 +73,13 @@ type Config struct {
 	// DefaultAudience ("authenticated").
 	Audience string
 
-	// Issuer, when set, must equal the token's iss claim exactly; for Supabase
-	// it is https://<project>.supabase.co/auth/v1. Defaults to "" (not
-	// checked).
+	// Issuer must equal the token's iss claim exactly, for every algorithm;
+	// for Supabase it is https://<project>.supabase.co/auth/v1. When empty
+	// and JWKSURL is set, it is derived from JWKSURL by dropping
+	// "/.well-known/jwks.json" (a JWKS URL that does not end so needs Issuer
+	// set). When empty with only a JWTSecret, iss is not checked: the secret
+	// alone decides. Defaults to the issuer derived from JWKSURL, or "" (not
+	// checked) without one.
 	Issuer string
 
 	// Leeway is the clock skew tolerated when checking exp, nbf and iat. Must
@@ -83,6 +97,15 @@ type Config struct {
 	// JWKSTimeout bounds one fetch of the key set. Must be between 0
 	// (exclusive) and MaxJWKSTimeout. Defaults to DefaultJWKSTimeout (5s).
 	JWKSTimeout time.Duration
+
+	// JWKSMaxStaleness is how long after its last successful fetch the key
+	// set is still trusted while refreshing it fails. Past it, RS256 and
+	// ES256 tokens are refused with ErrJWKSUnavailable (HS256 tokens do not
+	// depend on the set) until a fetch succeeds again: a revoked key must not
+	// verify forever because Supabase cannot be reached. Must be between
+	// JWKSRefresh and MaxJWKSMaxStaleness. Defaults to
+	// DefaultJWKSMaxStaleness (1h).
+	JWKSMaxStaleness time.Duration
 
 	// HTTPClient fetches the key set. Defaults to a client that does not
 	// follow redirects.
@@ -105,6 +128,14 @@ func (c Config) withDefaults() Config {
 	}
 	if c.JWKSTimeout == 0 {
 		c.JWKSTimeout = DefaultJWKSTimeout
+	}
+	if c.JWKSMaxStaleness == 0 {
+		c.JWKSMaxStaleness = DefaultJWKSMaxStaleness
+	}
+	if c.Issuer == "" && c.JWKSURL != "" {
+		// Left empty when the URL does not end in the well-known path;
+		// validate then asks for Issuer.
+		c.Issuer = issuerFromJWKSURL(c.JWKSURL)
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{
@@ -136,6 +167,9 @@ func (c Config) validate() error {
 		if err := validateJWKSURL(c.JWKSURL); err != nil {
 			return err
 		}
+		if c.Issuer == "" {
+			return fmt.Errorf("Issuer (KEYWORKER_JWT_ISSUER) is required: it cannot be derived from JWKSURL (KEYWORKER_JWKS_URL) %q, which does not end in %q; set it to the iss claim of your tokens, https://<project>.supabase.co/auth/v1 for Supabase", c.JWKSURL, jwksPathSuffix)
+		}
 	}
 	if c.Leeway < 0 || c.Leeway > MaxLeeway {
 		return fmt.Errorf("Leeway must be between 0s and %s, got %s", MaxLeeway, c.Leeway)
@@ -146,7 +180,24 @@ func (c Config) validate() error {
 	if c.JWKSTimeout <= 0 || c.JWKSTimeout > MaxJWKSTimeout {
 		return fmt.Errorf("JWKSTimeout must be between 0s (exclusive) and %s, got %s", MaxJWKSTimeout, c.JWKSTimeout)
 	}
+	if c.JWKSMaxStaleness < c.JWKSRefresh || c.JWKSMaxStaleness > MaxJWKSMaxStaleness {
+		return fmt.Errorf("JWKSMaxStaleness (KEYWORKER_JWKS_MAX_STALENESS) must be between JWKSRefresh (%s) and %s, got %s", c.JWKSRefresh, MaxJWKSMaxStaleness, c.JWKSMaxStaleness)
+	}
 	return nil
+}
+
+// issuerFromJWKSURL returns the issuer Supabase Auth puts in the tokens it
+// signs with the keys published at jwksURL: the URL without
+// "/.well-known/jwks.json" (https://<project>.supabase.co/auth/v1). It returns
+// "" when jwksURL does not end in that path, or has a query or fragment.
+func issuerFromJWKSURL(jwksURL string) string {
+	u, err := url.Parse(jwksURL)
+	if err != nil || u.RawQuery != "" || u.Fragment != "" || !strings.HasSuffix(u.Path, jwksPathSuffix) {
+		return ""
+	}
+	u.Path = strings.TrimSuffix(u.Path, jwksPathSuffix)
+	u.RawPath = ""
+	return u.String()
 }
 
 func validateJWKSURL(raw string) error {

@@ -22,8 +22,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "both", cfg: Config{JWTSecret: secret, JWKSURL: jwksURL}},
 		{name: "http on localhost (supabase start)", cfg: Config{JWKSURL: "http://localhost:54321/auth/v1/.well-known/jwks.json"}},
 		{name: "http on 127.0.0.1", cfg: Config{JWKSURL: "http://127.0.0.1:54321/auth/v1/.well-known/jwks.json"}},
-		{name: "http on [::1]", cfg: Config{JWKSURL: "http://[::1]:54321/jwks.json"}},
-		{name: "bounds are inclusive", cfg: Config{JWTSecret: secret, Leeway: MaxLeeway, JWKSRefresh: MaxJWKSRefresh, JWKSTimeout: MaxJWKSTimeout}},
+		{name: "http on [::1]", cfg: Config{JWKSURL: "http://[::1]:54321/auth/v1/.well-known/jwks.json"}},
+		{name: "bounds are inclusive", cfg: Config{JWTSecret: secret, Leeway: MaxLeeway, JWKSRefresh: MaxJWKSRefresh, JWKSTimeout: MaxJWKSTimeout, JWKSMaxStaleness: MaxJWKSMaxStaleness}},
 		{
 			name:    "neither secret nor URL names both settings",
 			cfg:     Config{},
@@ -75,6 +75,16 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: []string{"JWKSRefresh must be between 30s and 24h0m0s, got 1s"},
 		},
 		{
+			name:    "staleness shorter than the refresh",
+			cfg:     Config{JWKSURL: jwksURL, JWKSMaxStaleness: 5 * time.Minute},
+			wantErr: []string{"KEYWORKER_JWKS_MAX_STALENESS", "between JWKSRefresh (10m0s) and 168h0m0s, got 5m0s"},
+		},
+		{
+			name:    "staleness too long",
+			cfg:     Config{JWKSURL: jwksURL, JWKSMaxStaleness: 30 * 24 * time.Hour},
+			wantErr: []string{"KEYWORKER_JWKS_MAX_STALENESS", "got 720h0m0s"},
+		},
+		{
 			name:    "negative timeout",
 			cfg:     Config{JWKSURL: jwksURL, JWKSTimeout: -time.Second},
 			wantErr: []string{"JWKSTimeout must be between", "got -1s"},
@@ -110,7 +120,7 @@ func TestConfigWithDefaults(t *testing.T) {
 	secret := []byte(testSecret)
 	c := Config{JWTSecret: secret}.withDefaults()
 	if c.Audience != DefaultAudience || c.Leeway != DefaultLeeway || c.JWKSRefresh != DefaultJWKSRefresh ||
-		c.JWKSTimeout != DefaultJWKSTimeout || c.HTTPClient == nil || c.Now == nil {
+		c.JWKSTimeout != DefaultJWKSTimeout || c.JWKSMaxStaleness != DefaultJWKSMaxStaleness || c.HTTPClient == nil || c.Now == nil || c.Issuer != "" {
 		t.Errorf("withDefaults left a field unset: %+v", c)
 	}
 	// The secret is copied: the caller may wipe or reuse its slice.

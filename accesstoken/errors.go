@@ -22,9 +22,11 @@ var (
 	// ErrUnknownKey: the kid is missing or not in the key set, even after
 	// refetching it.
 	ErrUnknownKey = errors.New("access token signed by an unknown key")
-	// ErrJWKSUnavailable: the key set has never been fetched successfully, so
-	// no RS256 or ES256 token can be checked. This is the server's problem,
-	// not the caller's (HTTP 503 rather than 401).
+	// ErrJWKSUnavailable: there is no key set to check RS256 and ES256
+	// tokens with: it has never been fetched successfully, or its last
+	// successful fetch is older than Config.JWKSMaxStaleness and refreshing
+	// it fails. This is the server's problem, not the caller's (HTTP 503
+	// rather than 401); the Cause says why the fetch failed.
 	ErrJWKSUnavailable = errors.New("signing keys unavailable")
 	// ErrSignature: the signature does not verify.
 	ErrSignature = errors.New("access token signature invalid")

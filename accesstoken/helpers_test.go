@@ -250,8 +250,11 @@ func setup(t testing.TB, mutate func(*Config)) *fixture {
 		jwks:  newJWKSServer(t, jwkOf("rsa-1", &keys.rsa1.PublicKey), jwkOf("ec-1", &keys.ec1.PublicKey)),
 	}
 	cfg := Config{
-		JWTSecret:  []byte(testSecret),
-		JWKSURL:    f.jwks.url(),
+		JWTSecret: []byte(testSecret),
+		JWKSURL:   f.jwks.url(),
+		// The claims name a hosted project; the test server's URL would
+		// derive https://127.0.0.1:<port>/auth/v1.
+		Issuer:     testIssuer,
 		HTTPClient: f.jwks.srv.Client(),
 		Now:        f.clock.Now,
 	}

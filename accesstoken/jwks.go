@@ -5,16 +5,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/MicahParks/jwkset"
 )
 
 // maxJWKSSize bounds the key set document. Supabase's holds a handful of keys
@@ -70,11 +70,12 @@ func (s *keySet) size() int {
 // in a fresh set take no lock. At most one fetch runs at a time, and fetches
 // are at least MinJWKSRefetchInterval apart.
 type jwksCache struct {
-	url     string
-	client  *http.Client
-	timeout time.Duration
-	refresh time.Duration
-	now     func() time.Time
+	url      string
+	client   *http.Client
+	timeout  time.Duration
+	refresh  time.Duration
+	maxStale time.Duration
+	now      func() time.Time
 
 	set atomic.Pointer[keySet] // nil until the first successful fetch
 
@@ -93,6 +94,7 @@ func newJWKSCache(cfg Config) *jwksCache {
 		client:   cfg.HTTPClient,
 		timeout:  cfg.JWKSTimeout,
 		refresh:  cfg.JWKSRefresh,
+		maxStale: cfg.JWKSMaxStaleness,
 		now:      cfg.Now,
 		fetching: make(chan struct{}, 1),
 	}
@@ -121,53 +123,69 @@ func (c *jwksCache) tryAcquire() bool {
 func (c *jwksCache) release() { c.fetching <- struct{}{} }
 
 // key returns the key named kid for alg, fetching the key set when it is
-// stale or does not name kid. It returns an *Error for a rejected token and a
-// context error when ctx ends while waiting for another caller's fetch.
+// stale or does not name kid. It returns an *Error for a rejected token
+// (ErrJWKSUnavailable when there is no set, or only one older than
+// JWKSMaxStaleness) and a context error when ctx ends while waiting for
+// another caller's fetch.
 func (c *jwksCache) key(ctx context.Context, kid, alg string) (publicKey, error) {
 	if set := c.set.Load(); set != nil {
-		if k, found, err := set.find(kid, alg); found {
-			if c.now().Sub(set.fetchedAt) < c.refresh {
+		age := c.now().Sub(set.fetchedAt)
+		if k, found, err := set.find(kid, alg); found && age < c.maxStale {
+			if age < c.refresh {
 				return k, err
 			}
 			// Stale. Refresh if nobody else is; otherwise (or if the
-			// refresh fails) the last good set still answers.
+			// refresh fails) the last good set still answers until it is
+			// JWKSMaxStaleness old.
 			if !c.tryAcquire() {
 				return k, err
 			}
+			defer c.release()
 			c.fetchLimited(ctx)
-			c.release()
-			if k, found, err := c.set.Load().find(kid, alg); found {
+			set := c.set.Load()
+			if !c.trusted(set) {
+				return publicKey{}, c.unavailable(set, c.lastErr)
+			}
+			if k, found, err := set.find(kid, alg); found {
 				return k, err
 			}
 			// The fresh set no longer has kid: the key was revoked.
-			return publicKey{}, c.unknown(kid, nil)
+			return publicKey{}, c.unknown(set, kid, nil)
 		}
 	}
 
-	// kid is unknown, or there is no set yet: wait for the right to fetch.
+	// kid is unknown, or there is no set that may still be used: wait for
+	// the right to fetch.
 	if err := c.acquire(ctx); err != nil {
 		return publicKey{}, err
 	}
 	defer c.release()
 	// Whoever held the token before may have fetched a set that has kid.
-	if set := c.set.Load(); set != nil {
+	if set := c.set.Load(); c.trusted(set) {
 		if k, found, err := set.find(kid, alg); found {
 			return k, err
 		}
 	}
 	c.fetchLimited(ctx)
-	if set := c.set.Load(); set != nil {
-		if k, found, err := set.find(kid, alg); found {
-			return k, err
-		}
+	set := c.set.Load()
+	if !c.trusted(set) {
+		return publicKey{}, c.unavailable(set, c.lastErr)
 	}
-	return publicKey{}, c.unknown(kid, c.lastErr)
+	if k, found, err := set.find(kid, alg); found {
+		return k, err
+	}
+	return publicKey{}, c.unknown(set, kid, c.lastErr)
 }
 
-// unknown builds the rejection for a kid not in the set. The caller holds
-// the fetching token when cause is non-nil.
-func (c *jwksCache) unknown(kid string, cause error) error {
-	set := c.set.Load()
+// trusted reports whether set may answer: it exists and was fetched less
+// than JWKSMaxStaleness ago.
+func (c *jwksCache) trusted(set *keySet) bool {
+	return set != nil && c.now().Sub(set.fetchedAt) < c.maxStale
+}
+
+// unavailable builds the rejection for a token that cannot be checked
+// because there is no trusted set. The caller holds the fetching token.
+func (c *jwksCache) unavailable(set *keySet, cause error) error {
 	if set == nil {
 		return &Error{
 			Reason: ErrJWKSUnavailable,
@@ -175,6 +193,16 @@ func (c *jwksCache) unknown(kid string, cause error) error {
 			Cause:  cause,
 		}
 	}
+	return &Error{
+		Reason: ErrJWKSUnavailable,
+		Detail: fmt.Sprintf("the key set from %s was last fetched %s ago, longer than JWKSMaxStaleness (%s) allows", c.url, c.now().Sub(set.fetchedAt).Round(time.Second), c.maxStale),
+		Cause:  cause,
+	}
+}
+
+// unknown builds the rejection for a kid not in set. The caller holds the
+// fetching token when cause is non-nil.
+func (c *jwksCache) unknown(set *keySet, kid string, cause error) error {
 	return &Error{
 		Reason: ErrUnknownKey,
 		Detail: fmt.Sprintf("kid %s is not among the %d usable keys fetched %s ago", quote(kid), set.size(), c.now().Sub(set.fetchedAt).Round(time.Second)),
@@ -257,25 +285,15 @@ func (c *jwksCache) fetch(ctx context.Context) (*keySet, error) {
 	return set, nil
 }
 
-// jwk is the part of RFC 7517 JSON Web Key this package reads.
-type jwk struct {
-	Kty    string   `json:"kty"`
-	Kid    string   `json:"kid"`
-	Use    string   `json:"use"`
-	Alg    string   `json:"alg"`
-	KeyOps []string `json:"key_ops"`
-	N      string   `json:"n"`
-	E      string   `json:"e"`
-	Crv    string   `json:"crv"`
-	X      string   `json:"x"`
-	Y      string   `json:"y"`
-}
-
-// parseJWKS reads a JWK Set. A document without a keys array is an error; a
-// key this package cannot use (another kty or curve, use other than sig,
-// key_ops without verify, no kid, bad parameters) is skipped, so one odd key
-// does not hide the others. An empty set is valid: a Supabase project still on
-// the legacy JWT secret publishes one.
+// parseJWKS reads a JWK Set with jwkset, which decodes and checks each key
+// (RSA parameters present and in range, EC points on their curve). A document
+// without a keys array is an error; a key this package does not use (another
+// kty or curve, an alg other than RS256 for RSA or ES256 for P-256, use other
+// than sig, key_ops without verify, no kid, an RSA modulus outside 2048 to
+// 8192 bits or an even exponent, or one jwkset refuses) is skipped, so one odd
+// key does not hide the others. Private key members are never read. An empty
+// set is valid: a Supabase project still on the legacy JWT secret publishes
+// one.
 func parseJWKS(body []byte) (*keySet, error) {
 	var doc struct {
 		Keys *[]json.RawMessage `json:"keys"`
@@ -288,11 +306,13 @@ func parseJWKS(body []byte) (*keySet, error) {
 	}
 	set := &keySet{keys: make(map[string][]publicKey)}
 	for _, raw := range *doc.Keys {
-		var j jwk
-		if err := json.Unmarshal(raw, &j); err != nil {
+		// Private: false: a "d" (or an oct "k") in a published set is
+		// ignored rather than loaded.
+		j, err := jwkset.NewJWKFromRawJSON(raw, jwkset.JWKMarshalOptions{}, jwkset.JWKValidateOptions{})
+		if err != nil {
 			continue
 		}
-		k, ok := j.publicKey()
+		k, ok := usableKey(j)
 		if !ok {
 			continue
 		}
@@ -305,82 +325,36 @@ func parseJWKS(body []byte) (*keySet, error) {
 	return set, nil
 }
 
-// publicKey converts j, reporting false for a key this package does not use.
-func (j jwk) publicKey() (publicKey, bool) {
-	if j.Kid == "" {
+// usableKey applies this package's policy to a key jwkset decoded, reporting
+// false for one it does not use.
+func usableKey(j jwkset.JWK) (publicKey, bool) {
+	m := j.Marshal()
+	if m.KID == "" {
 		return publicKey{}, false
 	}
-	if j.Use != "" && j.Use != "sig" {
+	if m.USE != "" && m.USE != jwkset.UseSig {
 		return publicKey{}, false
 	}
-	if j.KeyOps != nil && !slices.Contains(j.KeyOps, "verify") {
+	if m.KEYOPS != nil && !slices.Contains(m.KEYOPS, jwkset.KeyOpsVerify) {
 		return publicKey{}, false
 	}
-	switch j.Kty {
-	case "RSA":
-		if j.Alg != "" && j.Alg != algRS256 {
+	switch pub := j.Key().(type) {
+	case *rsa.PublicKey:
+		if m.ALG != "" && m.ALG != jwkset.AlgRS256 {
 			return publicKey{}, false
 		}
-		pub, ok := parseRSA(j.N, j.E)
-		if !ok {
+		if bits := pub.N.BitLen(); bits < minRSABits || bits > maxRSABits || pub.E < 3 || pub.E%2 == 0 {
 			return publicKey{}, false
 		}
-		return publicKey{kid: j.Kid, alg: algRS256, rsa: pub}, true
-	case "EC":
-		if j.Crv != "P-256" || (j.Alg != "" && j.Alg != algES256) {
+		return publicKey{kid: m.KID, alg: algRS256, rsa: pub}, true
+	case *ecdsa.PublicKey:
+		if pub.Curve != elliptic.P256() || (m.ALG != "" && m.ALG != jwkset.AlgES256) {
 			return publicKey{}, false
 		}
-		pub, ok := parseP256(j.X, j.Y)
-		if !ok {
-			return publicKey{}, false
-		}
-		return publicKey{kid: j.Kid, alg: algES256, ec: pub}, true
+		return publicKey{kid: m.KID, alg: algES256, ec: pub}, true
 	default:
-		// oct (symmetric keys are never published), OKP (EdDSA), others.
+		// oct (symmetric keys are never published), OKP (EdDSA), private
+		// keys, others.
 		return publicKey{}, false
 	}
-}
-
-func parseRSA(n64, e64 string) (*rsa.PublicKey, bool) {
-	nb, err := base64.RawURLEncoding.DecodeString(n64)
-	if err != nil || len(nb) == 0 || nb[0] == 0 {
-		return nil, false
-	}
-	eb, err := base64.RawURLEncoding.DecodeString(e64)
-	if err != nil || len(eb) == 0 || len(eb) > 4 || eb[0] == 0 {
-		return nil, false
-	}
-	var e int64
-	for _, b := range eb {
-		e = e<<8 | int64(b)
-	}
-	if e < 3 || e%2 == 0 || e > 1<<31-1 {
-		return nil, false
-	}
-	n := new(big.Int).SetBytes(nb)
-	if bits := n.BitLen(); bits < minRSABits || bits > maxRSABits {
-		return nil, false
-	}
-	return &rsa.PublicKey{N: n, E: int(e)}, true
-}
-
-func parseP256(x64, y64 string) (*ecdsa.PublicKey, bool) {
-	x, err := base64.RawURLEncoding.DecodeString(x64)
-	if err != nil || len(x) != 32 {
-		return nil, false
-	}
-	y, err := base64.RawURLEncoding.DecodeString(y64)
-	if err != nil || len(y) != 32 {
-		return nil, false
-	}
-	point := make([]byte, 0, 65)
-	point = append(point, 4) // uncompressed
-	point = append(point, x...)
-	point = append(point, y...)
-	// Rejects points not on the curve and the point at infinity.
-	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
-	if err != nil {
-		return nil, false
-	}
-	return pub, true
 }

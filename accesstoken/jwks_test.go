@@ -233,7 +233,7 @@ func TestJWKSFetchTimesOut(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { close(release) })
-	v, err := New(Config{JWKSURL: srv.URL, HTTPClient: srv.Client(), JWKSTimeout: 50 * time.Millisecond})
+	v, err := New(Config{JWKSURL: srv.URL + "/auth/v1/.well-known/jwks.json", HTTPClient: srv.Client(), JWKSTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -254,7 +254,7 @@ func TestJWKSWaiterHonoursContext(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf("rsa-1", &keys.rsa1.PublicKey)}})
 	}))
 	t.Cleanup(srv.Close)
-	v, err := New(Config{JWKSURL: srv.URL, HTTPClient: srv.Client()})
+	v, err := New(Config{JWKSURL: srv.URL + "/auth/v1/.well-known/jwks.json", Issuer: testIssuer, HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -378,5 +378,74 @@ func TestParseJWKS(t *testing.T) {
 	}
 	if k, _, _ := set.find("rsa-1", algRS256); k.rsa.N.Cmp(keys.rsa1.N) != 0 {
 		t.Error("duplicate kid: kept the second key, want the first")
+	}
+}
+
+// TestJWKSMaxStalenessFailsClosed: while the endpoint fails, the last good
+// set answers until it is JWKSMaxStaleness old; after that RS256 and ES256
+// tokens are ErrJWKSUnavailable (not trusted on old keys, and not blamed on
+// the caller), until a fetch succeeds again.
+func TestJWKSMaxStalenessFailsClosed(t *testing.T) {
+	t.Parallel()
+	keys := testKeys()
+	f := setup(t, nil)
+	ctx := context.Background()
+	verifyRSA := func() error {
+		_, err := f.v.Verify(ctx, signToken(t, rs256("rsa-1"), userClaims(f.clock.Now()), keys.rsa1))
+		return err
+	}
+	if err := verifyRSA(); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+
+	f.jwks.setStatus(http.StatusServiceUnavailable)
+	f.clock.Advance(DefaultJWKSMaxStaleness - time.Second)
+	if err := verifyRSA(); err != nil {
+		t.Fatalf("Verify with a set just under the staleness bound: %v", err)
+	}
+
+	f.clock.Advance(MinJWKSRefetchInterval)
+	err := verifyRSA()
+	if !errors.Is(err, ErrJWKSUnavailable) || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("Verify with a set past the staleness bound: error = %v, want ErrJWKSUnavailable mentioning 503", err)
+	}
+	var verr *Error
+	if !errors.As(err, &verr) || verr.Cause == nil {
+		t.Fatalf("Verify error = %#v, want an *Error with the fetch failure as Cause", err)
+	}
+	// Within the refetch interval: no new fetch, and still no old keys.
+	if err := verifyRSA(); !errors.Is(err, ErrJWKSUnavailable) {
+		t.Fatalf("second Verify past the staleness bound: error = %v, want ErrJWKSUnavailable", err)
+	}
+	// An unknown kid cannot be told from a new key: unavailable too.
+	_, err = f.v.Verify(ctx, signToken(t, es256("ec-9"), userClaims(f.clock.Now()), keys.ec2))
+	if !errors.Is(err, ErrJWKSUnavailable) {
+		t.Fatalf("Verify with an unknown kid past the staleness bound: error = %v, want ErrJWKSUnavailable", err)
+	}
+	// HS256 tokens do not depend on the key set.
+	if _, err := f.v.Verify(ctx, signToken(t, hs256(""), userClaims(f.clock.Now()), []byte(testSecret))); err != nil {
+		t.Fatalf("HS256 Verify past the staleness bound: %v", err)
+	}
+
+	f.jwks.setStatus(http.StatusOK)
+	f.clock.Advance(MinJWKSRefetchInterval)
+	if err := verifyRSA(); err != nil {
+		t.Fatalf("Verify after the endpoint recovered: %v", err)
+	}
+}
+
+func TestJWKSMaxStalenessSetting(t *testing.T) {
+	t.Parallel()
+	keys := testKeys()
+	f := setup(t, func(c *Config) { c.JWKSMaxStaleness = 15 * time.Minute })
+	ctx := context.Background()
+	token := func() string { return signToken(t, es256("ec-1"), userClaims(f.clock.Now()), keys.ec1) }
+	if _, err := f.v.Verify(ctx, token()); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	f.jwks.srv.Close()
+	f.clock.Advance(15 * time.Minute)
+	if _, err := f.v.Verify(ctx, token()); !errors.Is(err, ErrJWKSUnavailable) {
+		t.Fatalf("Verify 15m after the last fetch with JWKSMaxStaleness 15m: error = %v, want ErrJWKSUnavailable", err)
 	}
 }

@@ -1,20 +1,16 @@
 package accesstoken
 
 import (
-	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/hmac"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
-	"math/big"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // MaxTokenSize is the largest token Verify reads, in bytes. Supabase access
@@ -27,10 +23,6 @@ const (
 	algRS256 = "RS256"
 	algES256 = "ES256"
 )
-
-// b64 decodes JWS segments: base64url without padding, and strict, so a
-// segment has exactly one accepted spelling.
-var b64 = base64.RawURLEncoding.Strict()
 
 // Claims is what Verify returns for an accepted token.
 type Claims struct {
@@ -58,6 +50,7 @@ type Verifier struct {
 	issuer   string
 	leeway   time.Duration
 	now      func() time.Time
+	parser   *jwt.Parser
 }
 
 // New returns a Verifier for cfg. It does no I/O: the key set is fetched on
@@ -74,12 +67,29 @@ func New(cfg Config) (*Verifier, error) {
 		leeway:   cfg.Leeway,
 		now:      cfg.Now,
 	}
+	var methods []string
 	if len(cfg.JWTSecret) > 0 {
 		v.secret = cfg.JWTSecret
+		methods = append(methods, algHS256)
 	}
 	if cfg.JWKSURL != "" {
 		v.jwks = newJWKSCache(cfg)
+		methods = append(methods, algRS256, algES256)
 	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(methods),
+		// One spelling per segment: unpadded, canonical base64url.
+		jwt.WithStrictDecoding(),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithTimeFunc(cfg.Now),
+		jwt.WithAudience(cfg.Audience),
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	v.parser = jwt.NewParser(opts...)
 	return v, nil
 }
 
@@ -103,10 +113,10 @@ func (v *Verifier) RefreshKeys(ctx context.Context) error {
 // errors.Is). The only other error is ctx's, when it ends while Verify waits
 // for a key set fetch. Errors never contain the token.
 //
-// The signature is checked before any claim is read. The header's alg must be
-// HS256 (with a JWTSecret), or RS256 or ES256 (with a JWKSURL) and match the
-// key its kid names; keys are never taken from the token (jwk, jku and x5u
-// headers are ignored).
+// The header's alg must be HS256 (with a JWTSecret), or RS256 or ES256 (with
+// a JWKSURL) and match the key its kid names; keys are never taken from the
+// token (jwk, jku and x5u headers are ignored). No claim is acted on before
+// the signature verifies.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	if len(token) > MaxTokenSize {
 		return Claims{}, reject(ErrMalformed, fmt.Sprintf("token is %d bytes, the limit is %d", len(token), MaxTokenSize))
@@ -114,165 +124,184 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	if token == "" {
 		return Claims{}, reject(ErrMalformed, "token is empty")
 	}
-	segments := strings.Split(token, ".")
-	if len(segments) != 3 {
-		return Claims{}, reject(ErrMalformed, fmt.Sprintf("token has %d dot-separated segments, want 3", len(segments)))
+	var tc tokenClaims
+	var ctxErr error
+	tok, err := v.parser.ParseWithClaims(token, &tc, func(t *jwt.Token) (any, error) {
+		key, err := v.key(ctx, t)
+		if err != nil && !isRejection(err) {
+			ctxErr = err
+		}
+		return key, err
+	})
+	if ctxErr != nil {
+		return Claims{}, ctxErr
 	}
-	headerJSON, err := b64.DecodeString(segments[0])
 	if err != nil {
-		return Claims{}, reject(ErrMalformed, "header is not base64url")
+		return Claims{}, v.rejection(tok, &tc, err)
 	}
-	payloadJSON, err := b64.DecodeString(segments[1])
-	if err != nil {
-		return Claims{}, reject(ErrMalformed, "payload is not base64url")
-	}
-	sig, err := b64.DecodeString(segments[2])
-	if err != nil {
-		return Claims{}, reject(ErrMalformed, "signature is not base64url")
-	}
-	hdr, err := parseHeader(headerJSON)
-	if err != nil {
-		return Claims{}, err
-	}
-	signingInput := token[:len(segments[0])+1+len(segments[1])]
-	if err := v.verifySignature(ctx, hdr, signingInput, sig); err != nil {
-		return Claims{}, err
-	}
-	return v.checkClaims(payloadJSON)
+	return v.supabaseClaims(&tc)
 }
 
-type header struct {
-	alg string
-	kid string
+func isRejection(err error) bool {
+	var verr *Error
+	return errors.As(err, &verr)
 }
 
-// parseHeader reads alg and kid. It decodes into a map so that only the exact,
-// case-sensitive member names count (encoding/json matches struct fields
-// case-insensitively, which would let "ALG" stand in for "alg").
-func parseHeader(data []byte) (header, error) {
-	m, err := decodeObject(data)
-	if err != nil {
-		return header{}, reject(ErrMalformed, "header is not a JSON object")
-	}
-	if _, ok := m["crit"]; ok {
+// key is the parser's key function: it runs after the header and claims are
+// decoded and the header's alg is one of the configured ones, and before the
+// signature is checked. It returns the one key the token may be checked with,
+// of the type its alg needs.
+func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
+	if _, ok := t.Header["crit"]; ok {
 		// RFC 7515 4.1.11: a recipient must reject critical extensions it
 		// does not understand, and it understands none.
-		return header{}, reject(ErrMalformed, `header has a "crit" member; no extensions are supported`)
+		return nil, reject(ErrMalformed, `header has a "crit" member; no extensions are supported`)
 	}
-	var h header
-	var present bool
-	if h.alg, present, err = stringMember(m, "alg"); err != nil || !present {
-		return header{}, reject(ErrMalformed, `header has no "alg" string`)
-	}
-	if h.kid, _, err = stringMember(m, "kid"); err != nil {
-		return header{}, reject(ErrMalformed, `header "kid" is not a string`)
-	}
-	return h, nil
-}
-
-func (v *Verifier) verifySignature(ctx context.Context, h header, signingInput string, sig []byte) error {
-	switch h.alg {
-	case algHS256:
-		if v.secret == nil {
-			return reject(ErrAlgorithm, "alg HS256 needs a JWT secret and none is configured")
+	kid := ""
+	if raw, ok := t.Header["kid"]; ok && raw != nil {
+		s, ok := raw.(string)
+		if !ok {
+			return nil, reject(ErrMalformed, `header "kid" is not a string`)
 		}
+		kid = s
+	}
+	switch alg := t.Method.Alg(); alg {
+	case algHS256:
 		// A kid on an HS256 token (Supabase sets one) does not matter:
 		// there is one secret.
-		mac := hmac.New(sha256.New, v.secret)
-		mac.Write([]byte(signingInput))
-		if !hmac.Equal(sig, mac.Sum(nil)) {
-			return reject(ErrSignature, "HS256 signature does not match the JWT secret")
-		}
-		return nil
+		return v.secret, nil
 	case algRS256, algES256:
-		if v.jwks == nil {
-			return reject(ErrAlgorithm, fmt.Sprintf("alg %s needs a JWKS URL and none is configured", h.alg))
+		if kid == "" {
+			return nil, reject(ErrUnknownKey, fmt.Sprintf("alg %s token has no kid", alg))
 		}
-		if h.kid == "" {
-			return reject(ErrUnknownKey, fmt.Sprintf("alg %s token has no kid", h.alg))
-		}
-		key, err := v.jwks.key(ctx, h.kid, h.alg)
+		k, err := v.jwks.key(ctx, kid, alg)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		digest := sha256.Sum256([]byte(signingInput))
-		if h.alg == algRS256 {
-			if err := rsa.VerifyPKCS1v15(key.rsa, crypto.SHA256, digest[:], sig); err != nil {
-				return reject(ErrSignature, fmt.Sprintf("RS256 signature does not match key %s", quote(h.kid)))
-			}
-			return nil
+		if alg == algRS256 {
+			return k.rsa, nil
 		}
-		// JWS ES256 signatures are r||s, 32 bytes each (RFC 7518 3.4),
-		// not the ASN.1 DER most crypto libraries produce.
-		if len(sig) != 64 {
-			return reject(ErrSignature, fmt.Sprintf("ES256 signature is %d bytes, want 64 (r||s, not DER)", len(sig)))
-		}
-		r := new(big.Int).SetBytes(sig[:32])
-		s := new(big.Int).SetBytes(sig[32:])
-		if !ecdsa.Verify(key.ec, digest[:], r, s) {
-			return reject(ErrSignature, fmt.Sprintf("ES256 signature does not match key %s", quote(h.kid)))
-		}
-		return nil
+		return k.ec, nil
 	default:
-		// "none", HS384, PS256, EdDSA, ...
-		return reject(ErrAlgorithm, fmt.Sprintf("alg %s is not accepted (want HS256, RS256 or ES256)", quote(h.alg)))
+		// WithValidMethods lets no other alg through.
+		return nil, reject(ErrAlgorithm, fmt.Sprintf("alg %s is not accepted", quote(alg)))
 	}
 }
 
-// checkClaims reads the claims of a token whose signature has been verified.
-func (v *Verifier) checkClaims(data []byte) (Claims, error) {
-	m, err := decodeObject(data)
-	if err != nil {
-		return Claims{}, reject(ErrMalformed, "payload is not a JSON object")
+// rejection turns the parser's error into an *Error naming the first check
+// that failed, in the order the package documentation gives.
+func (v *Verifier) rejection(tok *jwt.Token, tc *tokenClaims, err error) error {
+	if tok == nil || errors.Is(err, jwt.ErrTokenMalformed) {
+		return reject(ErrMalformed, malformedDetail(err))
+	}
+	alg, ok := tok.Header["alg"].(string)
+	if !ok {
+		return reject(ErrMalformed, `header has no "alg" string`)
+	}
+	switch {
+	case alg == algHS256 && v.secret == nil:
+		return reject(ErrAlgorithm, "alg HS256 needs a JWT secret and none is configured")
+	case (alg == algRS256 || alg == algES256) && v.jwks == nil:
+		return reject(ErrAlgorithm, fmt.Sprintf("alg %s needs a JWKS URL and none is configured", alg))
+	case alg != algHS256 && alg != algRS256 && alg != algES256:
+		// "none", HS384, PS256, EdDSA, ...
+		return reject(ErrAlgorithm, fmt.Sprintf("alg %s is not accepted (want HS256, RS256 or ES256)", quote(alg)))
+	}
+	var verr *Error
+	if errors.As(err, &verr) && !errors.Is(err, jwt.ErrTokenInvalidClaims) {
+		return verr // from the key function
+	}
+	if errors.Is(err, jwt.ErrTokenSignatureInvalid) {
+		if alg == algHS256 {
+			return reject(ErrSignature, "HS256 signature does not match the JWT secret")
+		}
+		kid, _ := tok.Header["kid"].(string)
+		return reject(ErrSignature, fmt.Sprintf("%s signature does not match key %s", alg, quote(kid)))
+	}
+	if errors.Is(err, jwt.ErrTokenInvalidClaims) {
+		return v.claimsRejection(tc, err)
+	}
+	return reject(ErrMalformed, malformedDetail(err))
+}
+
+// malformedDetail keeps the parser's account of a malformed token: it names
+// the segment and the offset, never the content.
+func malformedDetail(err error) string {
+	return strings.TrimPrefix(err.Error(), jwt.ErrTokenMalformed.Error()+": ")
+}
+
+// claimsRejection explains why the claims of a token whose signature verified
+// were refused: the first failing check in the order exp, nbf, iat, iss, aud.
+// The parser reports only which checks failed; the details are worked out
+// again from the decoded claims.
+func (v *Verifier) claimsRejection(tc *tokenClaims, err error) error {
+	if !tc.decoded {
+		return reject(ErrMalformed, "payload is not a JSON object")
 	}
 	now := v.now()
-
-	exp, ok, err := numericDate(m, "exp")
-	if err != nil {
-		return Claims{}, err
+	if tc.exp.err != nil {
+		return tc.exp.err
 	}
-	if !ok {
-		return Claims{}, reject(ErrMalformed, "token has no exp claim; tokens that never expire are not accepted")
+	if !tc.exp.present {
+		return reject(ErrMalformed, "token has no exp claim; tokens that never expire are not accepted")
 	}
-	if !now.Before(exp.Add(v.leeway)) {
-		return Claims{}, reject(ErrExpired, fmt.Sprintf("expired at %s, %s ago (leeway %s)", exp.UTC().Format(time.RFC3339), now.Sub(exp).Round(time.Second), v.leeway))
+	if errors.Is(err, jwt.ErrTokenExpired) {
+		return reject(ErrExpired, fmt.Sprintf("expired at %s, %s ago (leeway %s)", tc.exp.t.UTC().Format(time.RFC3339), now.Sub(tc.exp.t).Round(time.Second), v.leeway))
 	}
-	for _, name := range []string{"nbf", "iat"} {
-		t, ok, err := numericDate(m, name)
-		if err != nil {
-			return Claims{}, err
+	for _, d := range []struct {
+		name     string
+		date     numericDate
+		sentinel error
+	}{{"nbf", tc.nbf, jwt.ErrTokenNotValidYet}, {"iat", tc.iat, jwt.ErrTokenUsedBeforeIssued}} {
+		if d.date.err != nil {
+			return d.date.err
 		}
-		if ok && t.After(now.Add(v.leeway)) {
-			return Claims{}, reject(ErrNotYetValid, fmt.Sprintf("%s is %s, %s from now (leeway %s)", name, t.UTC().Format(time.RFC3339), t.Sub(now).Round(time.Second), v.leeway))
+		if errors.Is(err, d.sentinel) {
+			return reject(ErrNotYetValid, fmt.Sprintf("%s is %s, %s from now (leeway %s)", d.name, d.date.t.UTC().Format(time.RFC3339), d.date.t.Sub(now).Round(time.Second), v.leeway))
 		}
 	}
-
 	if v.issuer != "" {
-		iss, ok, err := stringMember(m, "iss")
-		if err != nil {
-			return Claims{}, reject(ErrIssuer, `"iss" is not a string`)
-		}
-		if !ok {
-			return Claims{}, reject(ErrIssuer, fmt.Sprintf("token has no iss claim, want %q", v.issuer))
-		}
-		if iss != v.issuer {
-			return Claims{}, reject(ErrIssuer, fmt.Sprintf("iss is %s, want %q", quote(iss), v.issuer))
+		switch {
+		case tc.issErr != nil:
+			return tc.issErr
+		case tc.iss == "":
+			return reject(ErrIssuer, fmt.Sprintf("token has no iss claim, want %q", v.issuer))
+		case tc.iss != v.issuer:
+			return reject(ErrIssuer, fmt.Sprintf("iss is %s, want %q", quote(tc.iss), v.issuer))
 		}
 	}
-
-	if err := v.checkAudience(m); err != nil {
-		return Claims{}, err
+	switch {
+	case tc.audErr != nil:
+		return tc.audErr
+	case len(tc.aud) == 0 || len(tc.aud) == 1 && tc.aud[0] == "":
+		return reject(ErrAudience, fmt.Sprintf("token has no aud claim, want %q", v.audience))
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		shown := make([]string, 0, min(len(tc.aud), 4))
+		for _, a := range tc.aud[:min(len(tc.aud), 4)] {
+			shown = append(shown, quote(a))
+		}
+		if len(tc.aud) > 4 {
+			shown = append(shown, fmt.Sprintf("and %d more", len(tc.aud)-4))
+		}
+		return reject(ErrAudience, fmt.Sprintf("aud is [%s], want %q", strings.Join(shown, " "), v.audience))
 	}
+	// Not reached: every check the parser makes is covered above.
+	return reject(ErrMalformed, "claims rejected: "+err.Error())
+}
 
+// supabaseClaims makes the checks that are Supabase's rather than JWT's, on
+// claims whose signature, times, issuer and audience have been verified.
+func (v *Verifier) supabaseClaims(tc *tokenClaims) (Claims, error) {
 	var c Claims
-	c.ExpiresAt = exp
-	if c.Role, _, err = stringMember(m, "role"); err != nil {
+	var err error
+	c.ExpiresAt = tc.exp.t
+	if c.Role, _, err = tc.stringMember("role"); err != nil {
 		return Claims{}, reject(ErrMalformed, `"role" is not a string`)
 	}
 	if c.Role == "anon" {
 		return Claims{}, reject(ErrRole, `role is "anon": this is the project's anon key, not a user's access token`)
 	}
-	sub, ok, err := stringMember(m, "sub")
+	sub, ok, err := tc.stringMember("sub")
 	if err != nil {
 		return Claims{}, reject(ErrSubject, `"sub" is not a string`)
 	}
@@ -282,10 +311,10 @@ func (v *Verifier) checkClaims(data []byte) (Claims, error) {
 	if c.Subject, ok = canonicalUUID(sub); !ok {
 		return Claims{}, reject(ErrSubject, fmt.Sprintf("sub %s is not a user id (a UUID)", quote(sub)))
 	}
-	if c.Email, _, err = stringMember(m, "email"); err != nil {
+	if c.Email, _, err = tc.stringMember("email"); err != nil {
 		return Claims{}, reject(ErrMalformed, `"email" is not a string`)
 	}
-	if raw, ok := m["is_anonymous"]; ok && !isNull(raw) {
+	if raw, ok := tc.members["is_anonymous"]; ok && !isNull(raw) {
 		if err := json.Unmarshal(raw, &c.IsAnonymous); err != nil {
 			return Claims{}, reject(ErrMalformed, `"is_anonymous" is not a boolean`)
 		}
@@ -293,54 +322,76 @@ func (v *Verifier) checkClaims(data []byte) (Claims, error) {
 	return c, nil
 }
 
-// checkAudience accepts aud as a string or an array of strings (RFC 7519
-// 4.1.3) containing the configured audience.
-func (v *Verifier) checkAudience(m map[string]json.RawMessage) error {
-	raw, ok := m["aud"]
-	if !ok || isNull(raw) {
-		return reject(ErrAudience, fmt.Sprintf("token has no aud claim, want %q", v.audience))
-	}
-	var auds []string
-	var one string
-	if err := json.Unmarshal(raw, &one); err == nil {
-		auds = []string{one}
-	} else if err := json.Unmarshal(raw, &auds); err != nil {
-		return reject(ErrAudience, `"aud" is neither a string nor an array of strings`)
-	}
-	for _, a := range auds {
-		if a == v.audience {
-			return nil
-		}
-	}
-	shown := make([]string, 0, min(len(auds), 4))
-	for _, a := range auds[:min(len(auds), 4)] {
-		shown = append(shown, quote(a))
-	}
-	if len(auds) > 4 {
-		shown = append(shown, fmt.Sprintf("and %d more", len(auds)-4))
-	}
-	return reject(ErrAudience, fmt.Sprintf("aud is [%s], want %q", strings.Join(shown, " "), v.audience))
+// tokenClaims implements jwt.Claims over the payload's members, read by exact
+// name: encoding/json matches struct fields case-insensitively, which would
+// let "SUB" stand in for "sub", and jwt.MapClaims takes a negative or zero exp
+// for a date. Decoding only splits the object into members; each registered
+// claim is read when the parser asks for it, and a claim of the wrong type is
+// reported then, as an *Error, after the signature has verified.
+type tokenClaims struct {
+	decoded bool
+	members map[string]json.RawMessage
+
+	exp, nbf, iat numericDate
+	iss           string
+	issErr        error
+	aud           []string
+	audErr        error
 }
 
-// decodeObject decodes a JSON object into its members. Duplicate members:
-// the last wins, as RFC 7515 4 allows.
-func decodeObject(data []byte) (map[string]json.RawMessage, error) {
+type numericDate struct {
+	t       time.Time
+	present bool
+	err     error
+}
+
+var _ jwt.Claims = (*tokenClaims)(nil)
+
+// UnmarshalJSON keeps the members of a JSON object. Duplicate members: the
+// last wins, as RFC 7515 4 allows.
+func (c *tokenClaims) UnmarshalJSON(data []byte) error {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, err
+		return err
 	}
-	if m == nil { // the JSON was null
-		return nil, fmt.Errorf("not an object")
+	if m == nil {
+		return errors.New("payload is JSON null, not an object")
 	}
-	return m, nil
+	c.members = m
+	c.decoded = true
+	c.exp = c.numericDate("exp")
+	c.nbf = c.numericDate("nbf")
+	c.iat = c.numericDate("iat")
+	iss, _, err := c.stringMember("iss")
+	if err != nil {
+		c.issErr = reject(ErrIssuer, `"iss" is not a string`)
+	}
+	c.iss = iss
+	c.aud, c.audErr = c.audience()
+	return nil
 }
 
-func isNull(raw json.RawMessage) bool { return bytes.Equal(raw, []byte("null")) }
+func (c *tokenClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.exp.jwt() }
+func (c *tokenClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.nbf.jwt() }
+func (c *tokenClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.iat.jwt() }
+func (c *tokenClaims) GetIssuer() (string, error)                   { return c.iss, c.issErr }
+func (c *tokenClaims) GetSubject() (string, error)                  { return "", nil } // checked by supabaseClaims
+func (c *tokenClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.aud, c.audErr }
 
-// stringMember returns m[name] as a string; present is false when the member
-// is absent or null.
-func stringMember(m map[string]json.RawMessage, name string) (s string, present bool, err error) {
-	raw, ok := m[name]
+func (d numericDate) jwt() (*jwt.NumericDate, error) {
+	if d.err != nil || !d.present {
+		return nil, d.err
+	}
+	// Not jwt.NewNumericDate, which truncates to jwt.TimePrecision (1s).
+	return &jwt.NumericDate{Time: d.t}, nil
+}
+
+func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
+
+// stringMember returns the member name as a string; present is false when
+// it is absent or null.
+func (c *tokenClaims) stringMember(name string) (s string, present bool, err error) {
+	raw, ok := c.members[name]
 	if !ok || isNull(raw) {
 		return "", false, nil
 	}
@@ -350,24 +401,41 @@ func stringMember(m map[string]json.RawMessage, name string) (s string, present 
 	return s, true, nil
 }
 
+// audience reads aud as a string or an array of strings (RFC 7519 4.1.3).
+func (c *tokenClaims) audience() ([]string, error) {
+	raw, ok := c.members["aud"]
+	if !ok || isNull(raw) {
+		return nil, nil
+	}
+	var one string
+	if err := json.Unmarshal(raw, &one); err == nil {
+		return []string{one}, nil
+	}
+	var auds []string
+	if err := json.Unmarshal(raw, &auds); err != nil {
+		return nil, reject(ErrAudience, `"aud" is neither a string nor an array of strings`)
+	}
+	return slices.Clip(auds), nil
+}
+
 // maxNumericDate is 9999-12-31T23:59:59Z, the last second time.Time formats
 // as RFC 3339.
 const maxNumericDate = 253402300799
 
-// numericDate returns m[name] as a time: a JSON number of seconds since the
-// epoch, possibly fractional (RFC 7519 2). A string, a negative number or a
-// date past year 9999 is malformed.
-func numericDate(m map[string]json.RawMessage, name string) (t time.Time, present bool, err error) {
-	raw, ok := m[name]
+// numericDate reads the member name as a time: a JSON number of seconds since
+// the epoch, possibly fractional (RFC 7519 2). A string, a negative number or
+// a date past year 9999 is malformed.
+func (c *tokenClaims) numericDate(name string) numericDate {
+	raw, ok := c.members[name]
 	if !ok || isNull(raw) {
-		return time.Time{}, false, nil
+		return numericDate{}
 	}
 	var f float64
 	if err := json.Unmarshal(raw, &f); err != nil || math.IsNaN(f) || f < 0 || f > maxNumericDate {
-		return time.Time{}, false, reject(ErrMalformed, fmt.Sprintf("%q is not a NumericDate (seconds since 1970 as a JSON number)", name))
+		return numericDate{err: reject(ErrMalformed, fmt.Sprintf("%q is not a NumericDate (seconds since 1970 as a JSON number)", name))}
 	}
 	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
+	return numericDate{t: time.Unix(int64(sec), int64(frac*1e9)), present: true}
 }
 
 // canonicalUUID reports whether s is a UUID in the 8-4-4-4-12 hex form and

@@ -3,6 +3,7 @@ package accesstoken
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -48,6 +49,16 @@ func flipMiddle(token string, i int) string {
 }
 
 func b64json(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// tamperedPayload is userClaims(now) for another user, as a payload segment.
+func tamperedPayload(t *testing.T, now time.Time) string {
+	t.Helper()
+	p, err := json.Marshal(with(userClaims(now), "sub", "0a0a0a0a-0a0a-4a0a-8a0a-0a0a0a0a0a0a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(p)
+}
 
 func TestVerify(t *testing.T) {
 	t.Parallel()
@@ -281,7 +292,11 @@ func TestVerify(t *testing.T) {
 			wantErr: ErrIssuer,
 		},
 		{
-			name: "any issuer when none is configured",
+			// With a JWKS URL the issuer is derived from it (see
+			// TestIssuerDerivedFromJWKSURL); with only a secret it is not
+			// checked unless set.
+			name:   "any issuer when none is configured, JWT secret only",
+			config: func(c *Config) { c.JWKSURL, c.Issuer = "", "" },
 			token: func(t *testing.T, now time.Time) string {
 				return signToken(t, hs256(""), with(userClaims(now), "iss", "supabase-demo"), secret)
 			},
@@ -465,18 +480,28 @@ func TestVerify(t *testing.T) {
 			wantErr: ErrSignature,
 		},
 		{
+			// The payload is swapped for another well-formed one (claims
+			// JSON that does not parse is refused before the signature is
+			// checked: see "tampered payload that is not JSON").
 			name: "RS256 tampered payload",
 			token: func(t *testing.T, now time.Time) string {
-				return flipMiddle(signToken(t, rs256("rsa-1"), userClaims(now), keys.rsa1), 1)
+				return replaceSegment(signToken(t, rs256("rsa-1"), userClaims(now), keys.rsa1), 1, tamperedPayload(t, now))
 			},
 			wantErr: ErrSignature,
 		},
 		{
 			name: "ES256 tampered payload",
 			token: func(t *testing.T, now time.Time) string {
-				return flipMiddle(signToken(t, es256("ec-1"), userClaims(now), keys.ec1), 1)
+				return replaceSegment(signToken(t, es256("ec-1"), userClaims(now), keys.ec1), 1, tamperedPayload(t, now))
 			},
 			wantErr: ErrSignature,
+		},
+		{
+			name: "tampered payload that is not JSON",
+			token: func(t *testing.T, now time.Time) string {
+				return flipMiddle(signToken(t, rs256("rsa-1"), userClaims(now), keys.rsa1), 1)
+			},
+			wantErr: ErrMalformed,
 		},
 		{
 			name: "HS256 tampered signature",

@@ -225,7 +225,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	if cfg.Tokens.JWTSecret != nil || cfg.Tokens.JWKSURL != "" {
 		if d.tokens, err = accesstoken.New(cfg.Tokens); err != nil {
-			return nil, fmt.Errorf("KEYWORKER_JWT_SECRET / KEYWORKER_JWKS_URL: %w", err)
+			return nil, fmt.Errorf("configuring access token verification: %w", err)
 		}
 	}
 	return d, nil
@@ -556,8 +556,14 @@ func (d *Daemon) buildSenders() ([]notify.Sender, error) {
 func (d *Daemon) verifyToken(ctx context.Context, token string) (string, error) {
 	claims, err := d.tokens.Verify(ctx, token)
 	if err != nil {
-		if errors.Is(err, accesstoken.ErrExpired) {
+		var rejected *accesstoken.Error
+		switch {
+		case errors.Is(err, accesstoken.ErrExpired):
 			return "", fmt.Errorf("%w: %w", server.ErrTokenExpired, err)
+		case errors.Is(err, accesstoken.ErrJWKSUnavailable), !errors.As(err, &rejected):
+			// The key set cannot be had, or the wait for it ended: the
+			// caller's token was not judged.
+			return "", fmt.Errorf("%w: %w", server.ErrTokenUnverifiable, err)
 		}
 		return "", err
 	}

@@ -773,6 +773,7 @@ func TestConfigValidation(t *testing.T) {
 			c.SMTP = notify.SMTPConfig{URL: "http://mail.example.com", From: "k@example.com"}
 		}, "KEYWORKER_SMTP"},
 		{"short JWT secret", func(c *daemon.Config) { c.Tokens.JWTSecret = []byte("short") }, "KEYWORKER_JWT_SECRET"},
+		{"JWKS URL without a derivable issuer", func(c *daemon.Config) { c.Tokens.JWKSURL = "https://keys.example.com/jwks" }, "KEYWORKER_JWT_ISSUER"},
 		{"negative key TTL", func(c *daemon.Config) { c.KeyTTL = -time.Hour }, "KEYWORKER_KEY_TTL"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

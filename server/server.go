@@ -36,6 +36,15 @@ var ErrNothingToReveal = errors.New("nothing to reveal")
 // so the client is told to refresh rather than that the token is forged.
 var ErrTokenExpired = errors.New("token expired")
 
+// ErrTokenUnverifiable is what a TokenFunc returns (wrapped) when it cannot
+// check any token right now (the signing keys cannot be fetched): the
+// request is answered 503 with Retry-After, since the caller is not at fault.
+var ErrTokenUnverifiable = errors.New("tokens cannot be checked right now")
+
+// tokenRetryAfter is the Retry-After of an ErrTokenUnverifiable answer: about
+// when the signing keys are fetched again.
+const tokenRetryAfter = 30 * time.Second
+
 // Revealed is a key taken for its one pick-up.
 type Revealed struct {
 	Key       string     `json:"key"`
@@ -51,7 +60,8 @@ func (r Revealed) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("key_id", r.KeyID), slog.String("last4", r.Last4))
 }
 
-// TokenFunc verifies a bearer token and returns the user id it names.
+// TokenFunc verifies a bearer token and returns the user id it names. Its
+// error is logged, never sent to the client, and must not contain the token.
 type TokenFunc func(ctx context.Context, token string) (userID string, err error)
 
 // RevealFunc atomically takes the user's waiting key; ErrNothingToReveal when
@@ -409,12 +419,24 @@ func (s *Server) reveal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	userID, err := s.cfg.VerifyToken(r.Context(), tok)
+	if errors.Is(err, ErrTokenUnverifiable) {
+		s.cfg.OnReveal("error")
+		s.cfg.Logger.Warn("access token could not be checked", "component", "http", "remote_addr", addr, "error", err)
+		w.Header().Set("Retry-After", strconv.Itoa(int(tokenRetryAfter.Seconds())))
+		writeError(w, http.StatusServiceUnavailable, "token_unverifiable", "access tokens cannot be checked right now (the signing keys are unavailable): try again later")
+		return
+	}
 	if err != nil {
 		s.cfg.OnReveal("unauthorized")
-		code, msg := "invalid_token", "the access token was rejected: "+err.Error()
+		// Why stays in the log: a caller probing with forged tokens learns
+		// nothing from the answer.
+		code, msg := "invalid_token", "the access token was rejected: sign in again and send the session's access token"
+		level := slog.LevelInfo
 		if errors.Is(err, ErrTokenExpired) {
 			code, msg = "token_expired", "the access token has expired: refresh the session and try again"
+			level = slog.LevelDebug
 		}
+		s.cfg.Logger.Log(r.Context(), level, "access token rejected", "component", "http", "remote_addr", addr, "error", err)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keyworker", error="invalid_token"`)
 		writeError(w, http.StatusUnauthorized, code, msg)
 		return

@@ -72,6 +72,10 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 	}
 	cfg.Tokens.JWKSURL = v.str("KEYWORKER_JWKS_URL")
 	cfg.Tokens.Audience = v.str("KEYWORKER_JWT_AUDIENCE")
+	cfg.Tokens.Issuer = v.str("KEYWORKER_JWT_ISSUER")
+	if cfg.Tokens.JWKSMaxStaleness, err = v.duration("KEYWORKER_JWKS_MAX_STALENESS"); err != nil {
+		return cfg, err
+	}
 
 	cfg.HTTP = server.Config{
 		Addr:              v.str("KEYWORKER_HTTP_ADDR"),

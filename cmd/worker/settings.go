@@ -45,6 +45,8 @@ var settings = []setting{
 	{env: "KEYWORKER_JWT_SECRET", flag: "jwt-secret", help: "Supabase JWT secret (HS256) that signs users' access tokens, for key pick-up", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_JWKS_URL", flag: "jwks-url", help: "Supabase JWKS URL (asymmetric signing keys), e.g. https://<ref>.supabase.co/auth/v1/.well-known/jwks.json", groups: []string{"run"}},
 	{env: "KEYWORKER_JWT_AUDIENCE", flag: "jwt-audience", def: "authenticated", help: "required aud claim of access tokens", groups: []string{"run"}},
+	{env: "KEYWORKER_JWT_ISSUER", flag: "jwt-issuer", help: "required iss claim of access tokens (default: the JWKS URL without /.well-known/jwks.json, e.g. https://<ref>.supabase.co/auth/v1; not checked with only a JWT secret)", groups: []string{"run"}},
+	{env: "KEYWORKER_JWKS_MAX_STALENESS", flag: "jwks-max-staleness", def: "1h", help: "how long the last fetched signing keys are trusted while refreshing them fails; then reveal answers 503 for RS256/ES256 tokens", groups: []string{"run"}},
 	{env: "KEYWORKER_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "listen address for reveal, dashboard, metrics and health", groups: []string{"run"}},
 	{env: "KEYWORKER_PUBLIC_URL", flag: "public-url", help: "public base URL of this server, used for pick-up links in notices (default http://<http-addr>)", groups: []string{"run"}},
 	{env: "KEYWORKER_TLS_CERT_FILE", flag: "tls-cert-file", help: "serve HTTPS with this certificate (with KEYWORKER_TLS_KEY_FILE)", groups: []string{"run"}},
