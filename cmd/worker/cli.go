@@ -37,6 +37,7 @@ func init() {
 		{name: "run", summary: "run the daemon: capture signups, make keys, deliver notices, serve pick-up and dashboard", run: cmdRun},
 		{name: "migrate", summary: "create or upgrade keyworker's schema (River's tables included) and exit", run: cmdMigrate},
 		{name: "replay", args: "[--since T] [--until T] [--dry-run]", summary: "enqueue keys for eligible users that have none (signups the worker missed)", run: cmdReplay, extraFlags: replayFlags},
+		{name: "trace", args: "USER_ID [--json]", summary: "print one user's history: signup seen, jobs and their attempts, key, notices, pick-up", run: cmdTrace, extraFlags: traceFlags},
 		{name: "status", summary: "show mode, slot lag, checkpoint, queue depth and the last signup seen", run: cmdStatus, extraFlags: statusFlags},
 		{name: "keys", args: "create|list|revoke|rotate|verify ...", summary: "operate on keys (`worker keys help`)", run: cmdKeys},
 		{name: "demo", summary: "run everything against a throwaway Postgres and show a key made, delivered and picked up", run: cmdDemo, extraFlags: demoFlags},
