@@ -382,8 +382,20 @@ func catchUp(ctx context.Context, cfg Config, db *database, mode string, say fun
 	}
 	say("    inserted in %.2f s; %d users without a key; starting the worker", c.LoadS, users-keys)
 
+	// Notices go to a local webhook receiver here (the phases use the log
+	// sink), to time their delivery too.
+	hook, err := startReceiver()
+	if err != nil {
+		return nil, 0, err
+	}
+	defer hook.close()
+	secret, err := webhookSecret()
+	if err != nil {
+		return nil, 0, err
+	}
 	start := time.Now()
-	w, err := startWorker(ctx, cfg.WorkerCommand, db, mode, cfg.Progress)
+	w, err := startWorker(ctx, cfg.WorkerCommand, db, mode, cfg.Progress,
+		"KEYWORKER_WEBHOOK_URL="+hook.url, "KEYWORKER_WEBHOOK_SECRET="+secret)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -400,6 +412,15 @@ func catchUp(ctx context.Context, cfg Config, db *database, mode string, say fun
 	c.Seconds = round(done.Sub(start).Seconds(), 3)
 	if c.Seconds > 0 {
 		c.KeysPerS = round(float64(users-keys)/done.Sub(start).Seconds(), 0)
+	}
+	got, last, err := hook.waitNotices(ctx, users-keys)
+	if err != nil {
+		return nil, 0, err
+	}
+	c.Notices = got
+	if got > 0 {
+		c.NoticesS = round(last.Sub(start).Seconds(), 3)
+		c.NoticesPerS = round(float64(got)/last.Sub(start).Seconds(), 0)
 	}
 	if m, err := w.metrics(ctx); err == nil {
 		c.SignupsViaSource = m["keyworker_signups_captured_total"]
@@ -418,6 +439,7 @@ func catchUp(ctx context.Context, cfg Config, db *database, mode string, say fun
 	}
 	say("    %d keys in %.2f s from starting the worker = %.0f keys/s (ready after %.2f s; %.0f via the %s source, %.0f found by reconcile)",
 		users-keys, c.Seconds, c.KeysPerS, c.WorkerReadyS, c.SignupsViaSource, mode, c.FoundByReconcile)
+	say("    %d webhook notices in %.2f s from starting the worker = %.0f notices/s", c.Notices, c.NoticesS, c.NoticesPerS)
 	return c, lines, nil
 }
 

@@ -219,7 +219,8 @@ func TestRunMeasuresEveryScenario(t *testing.T) {
 				t.Errorf("%s.worker.steady_rss_bytes < 1 MiB", p)
 			}
 			c := obj(p+".catchup", sc["catchup"])
-			if num(p+".catchup.backlog", c["backlog"]) != 200 || num(p+".catchup.keys_per_s", c["keys_per_s"]) <= 0 || num(p+".catchup.keys_missing", c["keys_missing"]) != 0 {
+			if num(p+".catchup.backlog", c["backlog"]) != 200 || num(p+".catchup.keys_per_s", c["keys_per_s"]) <= 0 || num(p+".catchup.keys_missing", c["keys_missing"]) != 0 ||
+				num(p+".catchup.notices", c["notices"]) != 200 || num(p+".catchup.notices_per_s", c["notices_per_s"]) <= 0 {
 				t.Errorf("%s.catchup = %v", p, c)
 			}
 		}
@@ -228,8 +229,13 @@ func TestRunMeasuresEveryScenario(t *testing.T) {
 		t.Errorf("scenarios %s, want none,trigger,logical,listen", got)
 	}
 	goals, _ := doc["goals"].([]any)
-	if len(goals) != 8 {
-		t.Errorf("%d goals, want 4 for each keyworker mode", len(goals))
+	if len(goals) != 14 {
+		t.Errorf("%d goals, want 7 for each keyworker mode", len(goals))
+	}
+	for _, f := range []string{"catchup_notices_per_s", "burst_drain_s", "worker_cpu_ms_per_key", "catchup_keys_per_s"} {
+		if num(f, doc[f]) <= 0 {
+			t.Errorf("%s = %v, want a measured figure", f, doc[f])
+		}
 	}
 	for _, g := range goals {
 		if obj("goal", g)["met"] == nil {

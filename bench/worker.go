@@ -48,7 +48,9 @@ type worker struct {
 
 // startWorker runs the worker against db in mode and waits until it answers
 // /readyz. Its stderr goes to progress, each line prefixed.
-func startWorker(ctx context.Context, command []string, db *database, mode string, progress io.Writer) (*worker, error) {
+// startWorker starts `worker run` on db; extraEnv adds settings (a webhook
+// for the catch-up).
+func startWorker(ctx context.Context, command []string, db *database, mode string, progress io.Writer, extraEnv ...string) (*worker, error) {
 	sealing, err := keys.GenerateSealingKey()
 	if err != nil {
 		return nil, err
@@ -72,6 +74,7 @@ func startWorker(ctx context.Context, command []string, db *database, mode strin
 		// Info lines are not written.
 		"KEYWORKER_LOG_LEVEL=warn",
 	)
+	w.cmd.Env = append(w.cmd.Env, extraEnv...)
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Its own process group: a terminal's Ctrl-C reaches the bench, which
 		// stops the worker before the server.
