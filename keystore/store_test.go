@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keyworker/keyworker/keys"
@@ -378,91 +377,6 @@ func TestEventTx(t *testing.T) {
 		if err := f.store.EventTx(ctx, f.db, bad, "", "", keystore.Audit{}); !errors.Is(err, keystore.ErrInvalid) {
 			t.Errorf("EventTx(%q) = %v", bad, err)
 		}
-	}
-}
-
-// TestRowLevelSecurity acts as Supabase's authenticated role with a user's
-// JWT claims, as PostgREST does.
-func TestRowLevelSecurity(t *testing.T) {
-	t.Parallel()
-	f := setup(t)
-	ctx := context.Background()
-	me, other := f.newUser(t), f.newUser(t)
-	mine := f.createSignup(t, me)
-	theirs := f.createSignup(t, other)
-
-	asUser := func(t *testing.T, fn func(tx pgx.Tx) error) error {
-		t.Helper()
-		tx, err := f.db.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, `SET LOCAL ROLE authenticated`); err != nil {
-			t.Fatal(err)
-		}
-		claims := fmt.Sprintf(`{"sub":%q,"role":"authenticated"}`, me)
-		if _, err := tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, claims); err != nil {
-			t.Fatal(err)
-		}
-		if err := fn(tx); err != nil {
-			return err
-		}
-		return tx.Commit(ctx)
-	}
-
-	err := asUser(t, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT id FROM keyworker.api_keys`)
-		if err != nil {
-			return err
-		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(ids, []string{mine.ID}) {
-			t.Errorf("authenticated user sees %v, want only %s", ids, mine.ID)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
-		`SELECT secret_hash FROM keyworker.api_keys`,
-		`SELECT salt FROM keyworker.api_keys`,
-		`SELECT * FROM keyworker.api_keys`,
-		`SELECT sealed FROM keyworker.key_reveals`,
-		`SELECT * FROM keyworker.key_events`,
-	} {
-		err := asUser(t, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, q); return err })
-		if !isInsufficientPrivilege(err) {
-			t.Errorf("%s as authenticated: %v, want permission denied", q, err)
-		}
-	}
-
-	revoke := func(keyID string) bool {
-		t.Helper()
-		var ok bool
-		if err := asUser(t, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, `SELECT keyworker.revoke_api_key($1)`, keyID).Scan(&ok)
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return ok
-	}
-	if revoke(theirs.ID) {
-		t.Fatal("a user revoked another user's key")
-	}
-	if !revoke(mine.ID) {
-		t.Fatal("a user could not revoke their own key")
-	}
-	if info, _ := f.store.Get(ctx, f.db, theirs.ID); info.RevokedAt != nil {
-		t.Fatal("the other user's key is revoked")
-	}
-	var actor string
-	if err := f.db.QueryRow(ctx, `SELECT actor FROM keyworker.key_events WHERE key_id = $1 AND event = 'revoked'`, mine.ID).Scan(&actor); err != nil || actor != "user" {
-		t.Fatalf("revoked event actor = %q, %v", actor, err)
 	}
 }
 

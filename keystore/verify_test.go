@@ -181,3 +181,78 @@ func TestVerifyStatusesAgreeInGoAndSQL(t *testing.T) {
 		t.Fatal("the parse error quotes the key")
 	}
 }
+
+// TestEveryOneCharacterChangeIsNotFoundInSQLAndGo alters a real key at every
+// position (every other base62 character, a few others, a deletion, a swap
+// with the next character) and checks that verify_api_key answers not_found
+// for each, as Store.Verify and keys.Parse reject it: SQL checks the checksum
+// as Go does.
+func TestEveryOneCharacterChangeIsNotFoundInSQLAndGo(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	user := f.newUser(t)
+	_, token, err := f.store.CreateWithPlaintext(ctx, f.db, keystore.NewKey{UserID: user}, keystore.Audit{Actor: keystore.ActorOperator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, _, _ := f.sqlVerify(t, &token); status != "valid" {
+		t.Fatalf("the unaltered key is %s in SQL, want valid", status)
+	}
+	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-. é"
+	var altered []string
+	for i := range len(token) {
+		for _, c := range alphabet {
+			if string(c) != token[i:i+1] {
+				altered = append(altered, token[:i]+string(c)+token[i+1:])
+			}
+		}
+		altered = append(altered, token[:i]+token[i+1:])
+		if i+1 < len(token) && token[i] != token[i+1] {
+			altered = append(altered, token[:i]+token[i+1:i+2]+token[i:i+1]+token[i+2:])
+		}
+	}
+
+	rows, err := f.db.Query(ctx, `SELECT t, v.status FROM unnest($1::text[]) WITH ORDINALITY AS a (t, n),
+		LATERAL keyworker.verify_api_key(a.t) v WHERE v.status <> 'not_found' ORDER BY a.n`, altered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	accepted := 0
+	for rows.Next() {
+		var tok, status string
+		if err := rows.Scan(&tok, &status); err != nil {
+			t.Fatal(err)
+		}
+		if accepted++; accepted <= 5 {
+			t.Errorf("verify_api_key = %s for the key altered at position %d", status, firstDiff(tok, token))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if accepted > 0 {
+		t.Errorf("verify_api_key accepted %d of %d altered keys", accepted, len(altered))
+	}
+
+	for _, tok := range altered {
+		if _, err := keys.Parse(tok); err == nil {
+			t.Fatalf("keys.Parse accepted the key altered at position %d", firstDiff(tok, token))
+		}
+		v, err := f.store.Verify(ctx, f.db, tok)
+		if err != nil || v.Status != keys.StatusNotFound {
+			t.Fatalf("Store.Verify of the key altered at position %d = %v, %v; want not_found", firstDiff(tok, token), v.Status, err)
+		}
+	}
+	t.Logf("%d altered keys checked", len(altered))
+}
+
+func firstDiff(a, b string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}

@@ -22,6 +22,19 @@ import (
 // DefaultSchema is the schema keyworker's objects live in.
 const DefaultSchema = "keyworker"
 
+// APISchemaSuffix makes the name of the end users' schema from the
+// project's: APISchema(schema) is schema + APISchemaSuffix, e.g.
+// "keyworker_api".
+const APISchemaSuffix = "_api"
+
+// APISchema returns the name of the schema that serves end users for the
+// project schema schema: the one schema to expose through the API (Supabase's
+// "exposed schemas"). It holds only what an end user may use: the view
+// api_keys and the functions list_api_keys() and revoke_api_key(key_id), each
+// limited to the request's own user. River's tables and the internal tables
+// stay in schema.
+func APISchema(schema string) string { return schema + APISchemaSuffix }
+
 // DefaultUsersTable is the table signups are read from.
 const DefaultUsersTable = "auth.users"
 
@@ -33,8 +46,10 @@ var files embed.FS
 
 // Config says where the objects go. The zero value is the default.
 type Config struct {
-	// Schema holds every keyworker object, River's tables too. Defaults to
-	// DefaultSchema.
+	// Schema holds every keyworker object, River's tables too, except what
+	// end users may use, which goes into APISchema(Schema). At most 59
+	// characters, and not ending in APISchemaSuffix (it would be another
+	// installation's API schema). Defaults to DefaultSchema.
 	Schema string
 
 	// UsersTable is the schema-qualified table whose rows are users; api_keys
@@ -47,6 +62,11 @@ type Config struct {
 
 	// Logger receives one line per applied migration. Defaults to discarding.
 	Logger *slog.Logger
+
+	// maxVersion, when not zero, stops the migrations after that version
+	// and skips River's and the grants: tests make databases as older
+	// releases left them.
+	maxVersion int
 }
 
 var identRe = regexp.MustCompile(`^[a-z_][a-z0-9_$]{0,62}$`)
@@ -75,6 +95,12 @@ func (c Config) Validate() error {
 	}
 	if c.Schema == "public" || c.Schema == "auth" || strings.HasPrefix(c.Schema, "pg_") {
 		return fmt.Errorf("schema %q is reserved: keyworker needs a schema of its own, e.g. %q", c.Schema, DefaultSchema)
+	}
+	if max := 63 - len(APISchemaSuffix); len(c.Schema) > max {
+		return fmt.Errorf("schema %q is %d characters long, at most %d: the end users' schema <schema>%s must fit PostgreSQL's 63-character names", c.Schema, len(c.Schema), max, APISchemaSuffix)
+	}
+	if strings.HasSuffix(c.Schema, APISchemaSuffix) {
+		return fmt.Errorf("schema %q ends in %q, which names the end users' schema of schema %q: choose a name without it, e.g. %q", c.Schema, APISchemaSuffix, strings.TrimSuffix(c.Schema, APISchemaSuffix), DefaultSchema)
 	}
 	if _, _, err := SplitTable(c.UsersTable); err != nil {
 		return err
@@ -189,6 +215,9 @@ func MigrateConn(ctx context.Context, conn *pgx.Conn, cfg Config) (*Result, erro
 	}); err != nil {
 		return nil, err
 	}
+	if cfg.maxVersion != 0 {
+		return res, nil
+	}
 
 	// River logs every version at INFO and "no migrations" on every call;
 	// keep its warnings only. What was applied is in Result and our log.
@@ -257,7 +286,7 @@ func applyOwn(ctx context.Context, tx pgx.Tx, cfg Config) ([]string, error) {
 	var out []string
 	repl := replacer(cfg)
 	for _, m := range Migrations() {
-		if applied[m.Version] {
+		if applied[m.Version] || (cfg.maxVersion != 0 && m.Version > cfg.maxVersion) {
 			continue
 		}
 		label := fmt.Sprintf("%03d_%s", m.Version, m.Name)
@@ -302,6 +331,8 @@ func replacer(cfg Config) *strings.Replacer {
 	return strings.NewReplacer(
 		"{{schema}}", pgx.Identifier{cfg.Schema}.Sanitize(),
 		"{{schema_text}}", quoteLiteral(cfg.Schema),
+		"{{api_schema}}", pgx.Identifier{APISchema(cfg.Schema)}.Sanitize(),
+		"{{api_schema_text}}", quoteLiteral(APISchema(cfg.Schema)),
 		"{{users_table}}", pgx.Identifier{us, ut}.Sanitize(),
 		"{{users_table_text}}", quoteLiteral(cfg.UsersTable),
 		"{{users_id}}", pgx.Identifier{cfg.UsersIDColumn}.Sanitize(),

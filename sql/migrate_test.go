@@ -132,18 +132,35 @@ func TestNothingInPublicOrAuthAndNothingForAnon(t *testing.T) {
 	if n := count(`SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'keyworker' AND c.relname = 'river_job'`); n != 1 {
 		t.Fatalf("River's tables are not in schema keyworker")
 	}
-	if n := count(`SELECT count(*) FROM pg_namespace WHERE nspname = 'keyworker' AND has_schema_privilege('anon', oid, 'USAGE')`); n != 0 {
-		t.Fatal("anon has USAGE on schema keyworker")
+	// End users (anon and authenticated) get nothing in the internal schema;
+	// anon nothing in the API schema either.
+	for _, c := range []struct{ role, schema string }{
+		{"anon", "keyworker"}, {"authenticated", "keyworker"}, {"anon", "keyworker_api"},
+	} {
+		if n := count(`SELECT count(*) FROM pg_namespace WHERE nspname = '` + c.schema + `' AND has_schema_privilege('` + c.role + `', oid, 'USAGE')`); n != 0 {
+			t.Errorf("%s has USAGE on schema %s", c.role, c.schema)
+		}
+		if n := count(`SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '` + c.schema + `' AND c.relkind IN ('r','v','S','p') AND (has_table_privilege('` + c.role + `', c.oid, 'SELECT') OR has_table_privilege('` + c.role + `', c.oid, 'INSERT') OR has_table_privilege('` + c.role + `', c.oid, 'UPDATE') OR has_table_privilege('` + c.role + `', c.oid, 'DELETE'))`); n != 0 {
+			t.Errorf("%s has privileges on %d relations of schema %s", c.role, n, c.schema)
+		}
+		if n := count(`SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = '` + c.schema + `' AND has_function_privilege('` + c.role + `', p.oid, 'EXECUTE')`); n != 0 {
+			t.Errorf("%s may execute %d functions of schema %s", c.role, n, c.schema)
+		}
 	}
-	if n := count(`SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'keyworker' AND c.relkind IN ('r','v','S') AND (has_table_privilege('anon', c.oid, 'SELECT') OR has_table_privilege('anon', c.oid, 'INSERT') OR has_table_privilege('anon', c.oid, 'UPDATE') OR has_table_privilege('anon', c.oid, 'DELETE'))`); n != 0 {
-		t.Fatalf("anon has privileges on %d relations", n)
-	}
-	if n := count(`SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'keyworker' AND has_function_privilege('anon', p.oid, 'EXECUTE')`); n != 0 {
-		t.Fatalf("anon may execute %d functions", n)
-	}
-	// Every SECURITY DEFINER function pins its search_path.
-	if n := count(`SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'keyworker' AND p.prosecdef AND NOT coalesce(p.proconfig @> ARRAY['search_path=""'], false)`); n != 0 {
+	// Every SECURITY DEFINER function pins its search_path, and PUBLIC may
+	// not execute it.
+	if n := count(`SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname IN ('keyworker', 'keyworker_api') AND p.prosecdef AND NOT coalesce(p.proconfig @> ARRAY['search_path=""'], false)`); n != 0 {
 		t.Fatalf("%d SECURITY DEFINER functions without search_path = ''", n)
+	}
+	if n := count(`SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname IN ('keyworker', 'keyworker_api') AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) a WHERE a.grantee = 0))`); n != 0 {
+		t.Fatalf("PUBLIC may execute %d functions", n)
+	}
+	// The API schema holds only the view and the two functions for end users.
+	if n := count(`SELECT count(*) FROM pg_class c WHERE c.relnamespace = 'keyworker_api'::regnamespace`); n != 1 {
+		t.Fatalf("schema keyworker_api holds %d relations, want only the view api_keys", n)
+	}
+	if n := count(`SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'keyworker_api'::regnamespace AND p.proname NOT IN ('list_api_keys', 'revoke_api_key')`); n != 0 {
+		t.Fatalf("schema keyworker_api holds %d functions beyond list_api_keys and revoke_api_key", n)
 	}
 	// The audit trail is append-only for everyone but its owner.
 	if n := count(`SELECT count(*) FROM pg_roles r WHERE r.rolname IN ('authenticated', 'service_role', 'anon') AND (has_table_privilege(r.oid, 'keyworker.key_events', 'UPDATE') OR has_table_privilege(r.oid, 'keyworker.key_events', 'DELETE'))`); n != 0 {
@@ -183,6 +200,8 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 	}{
 		{kwsql.Config{Schema: "Key Worker"}, `schema "Key Worker" is invalid`},
 		{kwsql.Config{Schema: "public"}, `schema "public" is reserved`},
+		{kwsql.Config{Schema: "keyworker_api"}, `schema "keyworker_api" ends in "_api"`},
+		{kwsql.Config{Schema: strings.Repeat("k", 60)}, `is 60 characters long, at most 59`},
 		{kwsql.Config{UsersTable: "users"}, `users table "users" is invalid`},
 		{kwsql.Config{UsersIDColumn: "id;drop"}, `users id column "id;drop" is invalid`},
 	}
