@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -36,7 +37,11 @@ var ErrNothingToReveal = errors.New("nothing to reveal")
 // so the client is told to refresh rather than that the token is forged.
 var ErrTokenExpired = errors.New("token expired")
 
-// Revealed is a key taken for its one pick-up.
+// Revealed is a key taken for its one pick-up. Its Key is the plaintext and
+// reaches only the response body: String, Format (every fmt verb, %#v
+// included), GoString and LogValue show the redacted form
+// "<prefix>_<key_id>_…<last4>", as keys.Key does. encoding/json, which writes
+// the response, still sees Key.
 type Revealed struct {
 	Key       string     `json:"key"`
 	KeyID     string     `json:"key_id"`
@@ -46,9 +51,27 @@ type Revealed struct {
 	ExpiresAt *time.Time `json:"expires_at"`
 }
 
+// String is the redacted form: the prefix, the key id and the last 4.
+func (r Revealed) String() string { return r.Prefix + "_" + r.KeyID + "_…" + r.Last4 }
+
+// GoString is a Go-syntax representation without the key, for %#v.
+func (r Revealed) GoString() string {
+	return fmt.Sprintf("server.Revealed{KeyID:%q, Prefix:%q, Last4:%q, CreatedAt:%s, ExpiresAt:%v}", r.KeyID, r.Prefix, r.Last4, r.CreatedAt.Format(time.RFC3339), r.ExpiresAt)
+}
+
+// Format makes every fmt verb print String's redacted form (GoString for
+// %#v), keeping the verb's flags, width and precision.
+func (r Revealed) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, r.GoString())
+		return
+	}
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), r.String())
+}
+
 // LogValue keeps the key out of logs.
 func (r Revealed) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("key_id", r.KeyID), slog.String("last4", r.Last4))
+	return slog.GroupValue(slog.String("key_id", r.KeyID), slog.String("prefix", r.Prefix), slog.String("last4", r.Last4))
 }
 
 // TokenFunc verifies a bearer token and returns the user id it names.
