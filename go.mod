@@ -12,6 +12,7 @@ require (
 	github.com/riverqueue/river/riverdriver/riverpgxv5 v0.51.1
 	github.com/riverqueue/river/rivertype v0.51.1
 	github.com/segmentio/ksuid v1.0.4
+	golang.org/x/time v0.16.0
 	riverqueue.com/riverui v0.17.0
 )
 
