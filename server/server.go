@@ -42,7 +42,7 @@ const (
 // lists of job ids.
 const (
 	MaxRequestBody   = 16 << 10
-	MaxDashboardBody = 1 << 20
+	MaxDashboardBody = 256 << 10
 )
 
 // ErrNothingToReveal is what a RevealFunc returns when the user has no key
