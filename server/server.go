@@ -529,7 +529,6 @@ func (s *Server) credentials(next http.Handler) http.Handler {
 		key := rateKey(s.clientAddr(r))
 		now := s.now()
 		if blocked, retry := s.loginRate.blocked(key, now); blocked {
-			s.cfg.Logger.Warn("dashboard login throttled", "component", "http", "client", key)
 			w.Header().Set("Retry-After", retryAfter(retry))
 			writeError(w, http.StatusTooManyRequests, "rate_limited", "too many wrong dashboard credentials from this address; try again later")
 			return
@@ -539,6 +538,9 @@ func (s *Server) credentials(next http.Handler) http.Handler {
 			return
 		}
 		s.loginRate.charge(key, now)
+		if blocked, _ := s.loginRate.blocked(key, now); blocked {
+			s.cfg.Logger.Warn("too many wrong dashboard credentials: throttling the client", "component", "http", "client", key, "per_minute", s.cfg.LoginFailuresPerMinute)
+		}
 		s.unauthorized(w)
 	})
 }
