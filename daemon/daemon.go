@@ -45,6 +45,9 @@ const (
 const (
 	DefaultMode            = ModeLogical
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultMetricsCacheTTL is how long a scrape's database readings (queue
+	// depth by state, slot lag, checkpoint age) serve later scrapes.
+	DefaultMetricsCacheTTL = 5 * time.Second
 )
 
 // Config is everything `worker run` needs. Component settings are passed
@@ -118,6 +121,11 @@ type Config struct {
 	// ShutdownTimeout bounds draining running jobs on Stop. Defaults to
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// MetricsCacheTTL is how long /metrics reuses its database readings, so
+	// a scrape costs the database at most one count of river_job per TTL
+	// however often and however many scrapers ask. Between 1ms and 1m.
+	// Defaults to DefaultMetricsCacheTTL.
+	MetricsCacheTTL time.Duration
 
 	// Logger defaults to discarding.
 	Logger *slog.Logger
@@ -137,6 +145,9 @@ func (c Config) withDefaults() Config {
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.MetricsCacheTTL == 0 {
+		c.MetricsCacheTTL = DefaultMetricsCacheTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -166,6 +177,9 @@ func (c Config) validate() error {
 	if hook := cmp.Or(c.Webhook.Timeout, notify.DefaultWebhookTimeout); c.Webhook.URL != "" && c.JobTimeout != 0 && c.JobTimeout <= hook {
 		return fmt.Errorf("KEYWORKER_JOB_TIMEOUT=%s must be longer than the webhook timeout (%s), or every slow delivery is cut short", c.JobTimeout, hook)
 	}
+	if c.MetricsCacheTTL < time.Millisecond || c.MetricsCacheTTL > time.Minute {
+		return fmt.Errorf("MetricsCacheTTL must be between 1ms and 1m, got %s", c.MetricsCacheTTL)
+	}
 	// The dashboard is always served; check its exposure before connecting
 	// to anything (server.New checks again).
 	host, _, err := net.SplitHostPort(c.HTTP.Addr)
@@ -175,6 +189,14 @@ func (c Config) validate() error {
 	if !server.IsLoopback(host) && c.HTTP.DashboardPassword == "" && c.HTTP.DashboardToken == "" {
 		return fmt.Errorf("refusing to serve the dashboard on non-loopback address %s without credentials: set KEYWORKER_DASHBOARD_USER and KEYWORKER_DASHBOARD_PASSWORD (or KEYWORKER_DASHBOARD_TOKEN), or listen on 127.0.0.1", c.HTTP.Addr)
 	}
+	// The rest of the HTTP settings (trusted proxies, limits, the metrics
+	// address), as Start will build the server: New only checks them.
+	hcfg := c.HTTP
+	hcfg.PublicURL = c.PublicURL
+	hcfg.Dashboard, hcfg.Metrics = http.NotFoundHandler(), http.NotFoundHandler()
+	if _, err := server.New(hcfg); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -183,6 +205,7 @@ type Daemon struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics.Registry
+	dbStats statsCache
 
 	pool    *pgxpool.Pool
 	store   *keystore.Store
@@ -314,6 +337,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	hcfg := cfg.HTTP
 	hcfg.Dashboard = http.HandlerFunc(d.serveDashboard)
 	hcfg.Metrics = d.metrics.Handler()
+	hcfg.PublicURL = cfg.PublicURL
 	hcfg.Ready = d.ready
 	hcfg.Logger = d.log
 	hcfg.OnReveal = func(outcome string) {
@@ -510,6 +534,15 @@ func (d *Daemon) Addr() string {
 		return ""
 	}
 	return d.http.Addr()
+}
+
+// MetricsAddr is the metrics listener's bound address, or "" when /metrics
+// is served on Addr.
+func (d *Daemon) MetricsAddr() string {
+	if d.http == nil {
+		return ""
+	}
+	return d.http.MetricsAddr()
 }
 
 // Pool is the daemon's database pool (nil before Start).

@@ -399,9 +399,14 @@ func TestMetricsMatchDatabase(t *testing.T) {
 	cfg := f.config(daemon.ModeLogical)
 	cfg.Webhook = notify.WebhookConfig{URL: hook.srv.URL, Secret: hook.secret}
 	cfg.HTTP.DashboardUser, cfg.HTTP.DashboardPassword = "admin", "correct horse"
+	cfg.HTTP.MetricsAddr = "127.0.0.1:0"
 	d := f.start(cfg)
 
-	// The dashboard wants its credentials; metrics and health do not.
+	// The dashboard wants its credentials; metrics on their own address
+	// and health do not, and the main address does not serve metrics.
+	if status, body := get(t, "http://"+d.Addr()+"/metrics"); status != http.StatusNotFound {
+		t.Errorf("/metrics on the main address: %d %.200s", status, body)
+	}
 	for _, c := range []struct {
 		user, pass string
 		want       int

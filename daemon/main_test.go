@@ -145,6 +145,7 @@ func (f *fixture) config(mode string) daemon.Config {
 		FetchPollInterval: 50 * time.Millisecond,
 		FetchCooldown:     10 * time.Millisecond,
 		ShutdownTimeout:   5 * time.Second,
+		MetricsCacheTTL:   50 * time.Millisecond,
 		Logger:            f.logger,
 	}
 }
@@ -408,7 +409,11 @@ type scrape []series
 
 func scrapeMetrics(t *testing.T, d *daemon.Daemon) scrape {
 	t.Helper()
-	status, body := get(t, "http://"+d.Addr()+"/metrics")
+	addr := d.MetricsAddr()
+	if addr == "" {
+		addr = d.Addr()
+	}
+	status, body := get(t, "http://"+addr+"/metrics")
 	if status != http.StatusOK {
 		t.Fatalf("/metrics answered %d: %s", status, body)
 	}

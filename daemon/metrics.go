@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,36 +66,86 @@ func (d *Daemon) registerMetrics() {
 		}
 		m.Gauge("keyworker_source_standby", "1 when another replica holds the slot and this one waits.").Set(standby)
 
-		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		depth := map[string]float64{}
-		rows, err := d.pool.Query(ctx, `SELECT state::text, count(*) FROM `+pgx.Identifier{d.cfg.Schema, "river_job"}.Sanitize()+` GROUP BY state`)
-		if err == nil {
-			for rows.Next() {
-				var s string
-				var n int64
-				if rows.Scan(&s, &n) == nil {
-					depth[s] = float64(n)
-				}
+		db := d.dbStats.get(ctx, d.cfg.MetricsCacheTTL, d.queryStats)
+		if db.depth != nil {
+			for _, s := range states {
+				m.Gauge("keyworker_queue_jobs", "River jobs in this schema by state.", "state", s).Set(db.depth[s])
 			}
-			rows.Close()
 		}
-		for _, s := range states {
-			m.Gauge("keyworker_queue_jobs", "River jobs in this schema by state.", "state", s).Set(depth[s])
+		if db.lag != nil {
+			m.Gauge("keyworker_slot_lag_bytes", "WAL the slot holds back: current WAL position minus confirmed_flush_lsn.").Set(float64(*db.lag))
 		}
-		if d.cfg.Mode == ModeLogical {
-			var lag *int64
-			var age *float64
-			_ = d.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, st.Slot).Scan(&lag)
-			_ = d.pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - updated_at)::float8 FROM `+pgx.Identifier{d.cfg.Schema, "replication_checkpoints"}.Sanitize()+` WHERE slot_name = $1`, st.Slot).Scan(&age)
-			if lag != nil {
-				m.Gauge("keyworker_slot_lag_bytes", "WAL the slot holds back: current WAL position minus confirmed_flush_lsn.").Set(float64(*lag))
-			}
-			if age != nil {
-				m.Gauge("keyworker_checkpoint_age_seconds", "Time since the replication checkpoint last moved.").Set(*age)
-			}
+		if db.age != nil {
+			m.Gauge("keyworker_checkpoint_age_seconds", "Time since the replication checkpoint last moved.").Set(*db.age)
 		}
 	})
 }
 
 var _ = metrics.Labels
+
+// metricsQueryTimeout bounds the database queries of one scrape; past it
+// they are cancelled (on the server too) and the gauges keep their last
+// values.
+const metricsQueryTimeout = 3 * time.Second
+
+// dbStats are the series a scrape reads from the database.
+type dbStats struct {
+	depth map[string]float64 // nil when the query failed
+	lag   *int64
+	age   *float64
+}
+
+// statsCache holds the last dbStats for a while, so scrapes cost the
+// database at most one round of queries per TTL whatever their rate, and
+// concurrent scrapes wait for the one round in flight instead of starting
+// their own. A failed round is kept too: a slow database is not asked again
+// by every waiting scrape.
+type statsCache struct {
+	mu sync.Mutex
+	at time.Time
+	v  dbStats
+}
+
+func (c *statsCache) get(ctx context.Context, ttl time.Duration, query func(context.Context) dbStats) dbStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < ttl {
+		return c.v
+	}
+	// Not the scrape's own context: other scrapes share the answer.
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), metricsQueryTimeout)
+	defer cancel()
+	c.v, c.at = query(qctx), time.Now()
+	return c.v
+}
+
+// queryStats reads the queue depth by state and, in logical mode, the slot's
+// lag and the checkpoint's age.
+func (d *Daemon) queryStats(ctx context.Context) dbStats {
+	var out dbStats
+	rows, err := d.pool.Query(ctx, `SELECT state::text, count(*) FROM `+pgx.Identifier{d.cfg.Schema, "river_job"}.Sanitize()+` GROUP BY state`)
+	if err == nil {
+		depth := map[string]float64{}
+		for rows.Next() {
+			var s string
+			var n int64
+			if err = rows.Scan(&s, &n); err != nil {
+				break
+			}
+			depth[s] = float64(n)
+		}
+		rows.Close()
+		if err = cmp.Or(err, rows.Err()); err == nil {
+			out.depth = depth
+		}
+	}
+	if err != nil {
+		d.log.Warn("reading the queue depth for /metrics failed; its gauges keep their last values", "component", "metrics", "error", err)
+	}
+	if d.cfg.Mode == ModeLogical {
+		slot := d.SourceStatus().Slot
+		_ = d.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&out.lag)
+		_ = d.pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - updated_at)::float8 FROM `+pgx.Identifier{d.cfg.Schema, "replication_checkpoints"}.Sanitize()+` WHERE slot_name = $1`, slot).Scan(&out.age)
+	}
+	return out
+}

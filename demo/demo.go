@@ -144,7 +144,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}()
 	base := "http://" + d.Addr()
 	say("  dashboard: %s/riverui/   user admin, password %s", base, password)
-	say("  metrics:   %s/metrics", base)
+	say("  metrics:   %s/metrics   (the dashboard's credentials)", base)
 
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {

@@ -7,9 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,9 +27,22 @@ const (
 	// DefaultRevealPerUser is how many reveal attempts a user may make per
 	// minute.
 	DefaultRevealPerUser = 5
-	// DefaultRevealPerAddr is how many reveal requests one client address may
-	// make per minute, authenticated or not.
+	// DefaultRevealPerAddr is how many reveal requests one client address
+	// (an IPv6 /64) may make per minute, authenticated or not.
 	DefaultRevealPerAddr = 30
+	// DefaultLoginFailuresPerMinute is how many wrong dashboard (or metrics)
+	// credentials one client address may send per minute before it is
+	// answered 429 for a while.
+	DefaultLoginFailuresPerMinute = 10
+	// MaxRateLimit bounds the per-minute limits.
+	MaxRateLimit = 1_000_000
+)
+
+// Request body limits. Reveal takes no body; River UI's API takes JSON
+// lists of job ids.
+const (
+	MaxRequestBody   = 16 << 10
+	MaxDashboardBody = 256 << 10
 )
 
 // ErrNothingToReveal is what a RevealFunc returns when the user has no key
@@ -45,7 +62,11 @@ var ErrTokenUnverifiable = errors.New("tokens cannot be checked right now")
 // when the signing keys are fetched again.
 const tokenRetryAfter = 30 * time.Second
 
-// Revealed is a key taken for its one pick-up.
+// Revealed is a key taken for its one pick-up. Its Key is the plaintext and
+// reaches only the response body: String, Format (every fmt verb, %#v
+// included), GoString and LogValue show the redacted form
+// "<prefix>_<key_id>_…<last4>", as keys.Key does. encoding/json, which writes
+// the response, still sees Key.
 type Revealed struct {
 	Key       string     `json:"key"`
 	KeyID     string     `json:"key_id"`
@@ -55,9 +76,27 @@ type Revealed struct {
 	ExpiresAt *time.Time `json:"expires_at"`
 }
 
+// String is the redacted form: the prefix, the key id and the last 4.
+func (r Revealed) String() string { return r.Prefix + "_" + r.KeyID + "_…" + r.Last4 }
+
+// GoString is a Go-syntax representation without the key, for %#v.
+func (r Revealed) GoString() string {
+	return fmt.Sprintf("server.Revealed{KeyID:%q, Prefix:%q, Last4:%q, CreatedAt:%s, ExpiresAt:%v}", r.KeyID, r.Prefix, r.Last4, r.CreatedAt.Format(time.RFC3339), r.ExpiresAt)
+}
+
+// Format makes every fmt verb print String's redacted form (GoString for
+// %#v), keeping the verb's flags, width and precision.
+func (r Revealed) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, r.GoString())
+		return
+	}
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), r.String())
+}
+
 // LogValue keeps the key out of logs.
 func (r Revealed) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("key_id", r.KeyID), slog.String("last4", r.Last4))
+	return slog.GroupValue(slog.String("key_id", r.KeyID), slog.String("prefix", r.Prefix), slog.String("last4", r.Last4))
 }
 
 // TokenFunc verifies a bearer token and returns the user id it names. Its
@@ -70,8 +109,22 @@ type RevealFunc func(ctx context.Context, userID, remoteAddr string) (Revealed, 
 
 // Config configures the server.
 type Config struct {
-	// Addr is the listen address. Defaults to DefaultAddr.
+	// Addr is the listen address. Defaults to DefaultAddr. On a loopback
+	// address, requests must name localhost, 127.0.0.1, [::1], Addr's host or
+	// PublicURL's host in their Host header (a DNS rebinding defence), or are
+	// answered 421.
 	Addr string
+	// PublicURL is the base URL users reach this server at, e.g.
+	// https://keys.example.com. Its host is accepted in Host headers on a
+	// loopback Addr (behind a proxy that keeps Host), and its origin is
+	// trusted by the cross-origin check. Optional.
+	PublicURL string
+	// MetricsAddr, when set, serves /metrics (and /healthz) on a listener of
+	// its own, without credentials, and not on Addr; bind it to an address
+	// only the scraper reaches. When empty, /metrics is served on Addr,
+	// behind the dashboard's credentials when they are set (and refused on
+	// a non-loopback Addr when they are not). Defaults to "".
+	MetricsAddr string
 	// TLSCertFile and TLSKeyFile, when both set, make the server speak TLS.
 	TLSCertFile, TLSKeyFile string
 
@@ -92,12 +145,18 @@ type Config struct {
 	// answers 503 when either is nil.
 	VerifyToken TokenFunc
 	Reveal      RevealFunc
-	// RevealPerUser and RevealPerAddr are per-minute limits. Defaults to
-	// DefaultRevealPerUser and DefaultRevealPerAddr.
+	// RevealPerUser and RevealPerAddr are per-minute limits (token buckets
+	// of that size), per user and per client address; IPv6 addresses count
+	// per /64. Defaults to DefaultRevealPerUser and DefaultRevealPerAddr.
 	RevealPerUser, RevealPerAddr int
-	// TrustForwardedFor takes the client address from X-Forwarded-For's
-	// last hop (set it only behind a proxy you run). Defaults to false.
-	TrustForwardedFor bool
+	// LoginFailuresPerMinute limits wrong dashboard credentials per client
+	// address. Defaults to DefaultLoginFailuresPerMinute.
+	LoginFailuresPerMinute int
+	// TrustedProxies are CIDRs (or single addresses) of the proxies in
+	// front of the server. A request from one of them is attributed to the
+	// right-most address of X-Forwarded-For that is not one of them;
+	// X-Forwarded-For from anyone else is ignored. Defaults to none.
+	TrustedProxies []string
 	// OnReveal, when set, is called after each reveal request with its
 	// outcome ("revealed", "nothing", "unauthorized", "rate_limited", "error"),
 	// for metrics.
@@ -118,6 +177,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RevealPerAddr == 0 {
 		c.RevealPerAddr = DefaultRevealPerAddr
+	}
+	if c.LoginFailuresPerMinute == 0 {
+		c.LoginFailuresPerMinute = DefaultLoginFailuresPerMinute
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
@@ -145,13 +207,53 @@ func (c Config) validate() error {
 	if c.Dashboard != nil && !c.dashboardProtected() && !IsLoopback(host) {
 		return fmt.Errorf("refusing to serve the dashboard on non-loopback address %s without credentials: set KEYWORKER_DASHBOARD_USER and KEYWORKER_DASHBOARD_PASSWORD (or KEYWORKER_DASHBOARD_TOKEN), or listen on 127.0.0.1", c.Addr)
 	}
+	if c.MetricsAddr != "" {
+		_, mport, err := net.SplitHostPort(c.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("MetricsAddr (KEYWORKER_METRICS_ADDR) %q is invalid: want host:port, e.g. 127.0.0.1:9090: %w", c.MetricsAddr, err)
+		}
+		if _, err := strconv.ParseUint(mport, 10, 16); err != nil {
+			return fmt.Errorf("MetricsAddr (KEYWORKER_METRICS_ADDR) %q has an invalid port", c.MetricsAddr)
+		}
+		if c.MetricsAddr == c.Addr && mport != "0" {
+			return fmt.Errorf("MetricsAddr (KEYWORKER_METRICS_ADDR) is the same as Addr (KEYWORKER_HTTP_ADDR), %s: leave it empty to serve /metrics there", c.Addr)
+		}
+	} else if c.Metrics != nil && !c.dashboardProtected() && !IsLoopback(host) {
+		return fmt.Errorf("refusing to serve /metrics on non-loopback address %s without credentials: set KEYWORKER_METRICS_ADDR to serve it on an address of its own, or set KEYWORKER_DASHBOARD_USER and KEYWORKER_DASHBOARD_PASSWORD (or KEYWORKER_DASHBOARD_TOKEN)", c.Addr)
+	}
 	if (c.DashboardUser == "") != (c.DashboardPassword == "") {
 		return errors.New("dashboard credentials need both KEYWORKER_DASHBOARD_USER and KEYWORKER_DASHBOARD_PASSWORD")
 	}
-	if c.RevealPerUser < 0 || c.RevealPerAddr < 0 {
-		return errors.New("reveal rate limits must be positive")
+	if c.PublicURL != "" {
+		if _, err := publicOrigin(c.PublicURL); err != nil {
+			return err
+		}
+	}
+	for _, l := range []struct {
+		name string
+		n    int
+	}{
+		{"RevealPerUser (KEYWORKER_REVEAL_PER_USER)", c.RevealPerUser},
+		{"RevealPerAddr (KEYWORKER_REVEAL_PER_ADDR)", c.RevealPerAddr},
+		{"LoginFailuresPerMinute", c.LoginFailuresPerMinute},
+	} {
+		if l.n < 1 || l.n > MaxRateLimit {
+			return fmt.Errorf("%s must be between 1 and %d per minute, got %d", l.name, MaxRateLimit, l.n)
+		}
+	}
+	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {
+		return err
 	}
 	return nil
+}
+
+// publicOrigin is PublicURL's origin (scheme://host[:port]) and host.
+func publicOrigin(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return nil, fmt.Errorf("PublicURL (KEYWORKER_PUBLIC_URL) %q is not a base URL: want http(s)://host[:port][/path], e.g. https://keys.example.com", raw)
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }
 
 func (c Config) dashboardProtected() bool {
@@ -171,17 +273,22 @@ func IsLoopback(host string) bool {
 // Server is the HTTP server. Start and Stop are safe to call from different
 // goroutines; Stop is idempotent and safe before Start.
 type Server struct {
-	cfg      Config
-	handler  http.Handler
-	userRate *limiter
-	addrRate *limiter
+	cfg            Config
+	handler        http.Handler
+	metricsHandler http.Handler // on MetricsAddr; nil without one
+	userRate       *limiter
+	addrRate       *limiter
+	loginRate      *limiter
+	trustedProxies []netip.Prefix
+	now            func() time.Time // the limiters' clock; tests move it
 
-	mu       sync.Mutex
-	srv      *http.Server
-	ln       net.Listener
-	done     chan struct{}
-	serveErr error
-	stopped  bool
+	mu        sync.Mutex
+	srvs      []*http.Server
+	ln, mln   net.Listener
+	done      chan struct{}
+	closeDone sync.Once
+	serveErr  error
+	stopped   bool
 }
 
 // New validates cfg and builds the server; nothing listens until Start.
@@ -191,15 +298,26 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		userRate: newLimiter(cfg.RevealPerUser, time.Minute),
-		addrRate: newLimiter(cfg.RevealPerAddr, time.Minute),
+		cfg:       cfg,
+		userRate:  newLimiter(cfg.RevealPerUser, time.Minute),
+		addrRate:  newLimiter(cfg.RevealPerAddr, time.Minute),
+		loginRate: newLimiter(cfg.LoginFailuresPerMinute, time.Minute),
+		now:       time.Now,
 	}
-	s.handler = s.routes()
+	s.trustedProxies, _ = parseTrustedProxies(cfg.TrustedProxies) // validated
+	var err error
+	if s.handler, err = s.guard(cfg.Addr, s.routes(), true); err != nil {
+		return nil, err
+	}
+	if cfg.MetricsAddr != "" && cfg.Metrics != nil {
+		if s.metricsHandler, err = s.guard(cfg.MetricsAddr, s.metricsRoutes(), false); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-// Handler is the server's routing, for tests and embedding.
+// Handler is the server's routing on Addr, for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() http.Handler {
@@ -209,11 +327,16 @@ func (s *Server) routes() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.readyz)
-	if s.cfg.Metrics != nil {
-		mux.Handle("/metrics", s.cfg.Metrics)
+	switch {
+	case s.cfg.Metrics != nil && s.cfg.MetricsAddr == "":
+		mux.Handle("/metrics", s.credentials(s.cfg.Metrics))
+	case s.cfg.Metrics != nil:
+		mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "not_found", "metrics are served on their own address (KEYWORKER_METRICS_ADDR), not here")
+		})
 	}
 	if s.cfg.Dashboard != nil {
-		protected := s.dashboardAuth(s.cfg.Dashboard)
+		protected := s.credentials(s.cfg.Dashboard)
 		mux.Handle("/riverui/", protected)
 		mux.Handle("/riverui", http.RedirectHandler("/riverui/", http.StatusMovedPermanently))
 	}
@@ -229,15 +352,30 @@ func (s *Server) routes() http.Handler {
 	return mux
 }
 
-// Start listens and serves in the background. It fails fast when the
-// address is taken or TLS files are unreadable.
+// metricsRoutes is what MetricsAddr serves.
+func (s *Server) metricsRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", s.cfg.Metrics)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "this is the metrics address: GET /metrics or /healthz")
+	})
+	return mux
+}
+
+// Start listens and serves in the background, on Addr and on MetricsAddr
+// when it is set. It fails fast when an address is taken or TLS files are
+// unreadable.
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
 		return errors.New("starting HTTP server: it was stopped")
 	}
-	if s.srv != nil {
+	if s.srvs != nil {
 		return errors.New("starting HTTP server: already started")
 	}
 	var tlsCfg *tls.Config
@@ -253,35 +391,60 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s (KEYWORKER_HTTP_ADDR): %w", s.cfg.Addr, err)
 	}
+	var mln net.Listener
+	if s.metricsHandler != nil {
+		if mln, err = lc.Listen(ctx, "tcp", s.cfg.MetricsAddr); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("listening on %s (KEYWORKER_METRICS_ADDR): %w", s.cfg.MetricsAddr, err)
+		}
+	}
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
-	}
-	s.ln = ln
-	s.srv = &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
-	s.done = make(chan struct{})
-	srv, done := s.srv, s.done
-	go func() {
-		err := srv.Serve(ln)
-		s.mu.Lock()
-		if !errors.Is(err, http.ErrServerClosed) {
-			s.serveErr = err
+		if mln != nil {
+			mln = tls.NewListener(mln, tlsCfg)
 		}
-		s.mu.Unlock()
-		close(done)
-	}()
+	}
+	s.ln, s.mln = ln, mln
+	s.done = make(chan struct{})
+	s.serve(ctx, ln, s.handler)
+	if mln != nil {
+		s.serve(ctx, mln, s.metricsHandler)
+	}
 	scheme := "http"
 	if tlsCfg != nil {
 		scheme = "https"
 	}
-	s.cfg.Logger.Info("http server listening", "component", "http", "addr", ln.Addr().String(), "scheme", scheme, "dashboard", s.cfg.Dashboard != nil)
+	attrs := []any{"component", "http", "addr", ln.Addr().String(), "scheme", scheme, "dashboard", s.cfg.Dashboard != nil}
+	if mln != nil {
+		attrs = append(attrs, "metrics_addr", mln.Addr().String())
+	}
+	s.cfg.Logger.Info("http server listening", attrs...)
 	return nil
+}
+
+// serve serves ln in the background; s.mu is held. Done closes when the
+// first listener stops serving.
+func (s *Server) serve(ctx context.Context, ln net.Listener, h http.Handler) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	s.srvs = append(s.srvs, srv)
+	done := s.done
+	go func() {
+		err := srv.Serve(ln)
+		s.mu.Lock()
+		if !errors.Is(err, http.ErrServerClosed) && s.serveErr == nil {
+			s.serveErr = err
+		}
+		s.mu.Unlock()
+		s.closeDone.Do(func() { close(done) })
+	}()
 }
 
 // Addr is the bound address (useful with port 0), or "" before Start.
@@ -294,7 +457,19 @@ func (s *Server) Addr() string {
 	return s.ln.Addr().String()
 }
 
-// Done is closed when the server stops serving; Err then says why.
+// MetricsAddr is the metrics listener's bound address, or "" before Start
+// or without MetricsAddr.
+func (s *Server) MetricsAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mln == nil {
+		return ""
+	}
+	return s.mln.Addr().String()
+}
+
+// Done is closed when the server stops serving (on either listener); Err
+// then says why.
 func (s *Server) Done() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -316,16 +491,22 @@ func (s *Server) Err() error {
 func (s *Server) Stop() {
 	s.mu.Lock()
 	s.stopped = true
-	srv, done := s.srv, s.done
+	srvs, done := s.srvs, s.done
 	s.mu.Unlock()
-	if srv == nil {
+	if len(srvs) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		_ = srv.Close()
+	var wg sync.WaitGroup
+	for _, srv := range srvs {
+		wg.Go(func() {
+			if err := srv.Shutdown(ctx); err != nil {
+				_ = srv.Close()
+			}
+		})
 	}
+	wg.Wait()
 	<-done
 }
 
@@ -342,29 +523,63 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ready\n"))
 }
 
-func (s *Server) dashboardAuth(next http.Handler) http.Handler {
+// credentials guards the dashboard (and /metrics on Addr) with the
+// dashboard's credentials, when there are any. A client that has sent
+// LoginFailuresPerMinute wrong ones is answered 429, right or wrong, until
+// its bucket refills.
+func (s *Server) credentials(next http.Handler) http.Handler {
 	if !s.cfg.dashboardProtected() {
 		return next // only reachable on loopback: validate refused otherwise
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.DashboardToken != "" {
-			if tok, ok := bearer(r); ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.DashboardToken)) == 1 {
-				next.ServeHTTP(w, r)
-				return
-			}
+		if r.Header.Get("Authorization") == "" {
+			s.unauthorized(w)
+			return
 		}
-		if s.cfg.DashboardPassword != "" {
-			user, pass, ok := r.BasicAuth()
-			userOK := subtle.ConstantTimeCompare([]byte(user), []byte(s.cfg.DashboardUser)) == 1
-			passOK := subtle.ConstantTimeCompare([]byte(pass), []byte(s.cfg.DashboardPassword)) == 1
-			if ok && userOK && passOK {
-				next.ServeHTTP(w, r)
-				return
-			}
-			w.Header().Set("WWW-Authenticate", `Basic realm="keyworker dashboard", charset="UTF-8"`)
+		key := rateKey(s.clientAddr(r))
+		now := s.now()
+		if blocked, retry := s.loginRate.blocked(key, now); blocked {
+			w.Header().Set("Retry-After", retryAfter(retry))
+			writeError(w, http.StatusTooManyRequests, "rate_limited", "too many wrong dashboard credentials from this address; try again later")
+			return
 		}
-		writeError(w, http.StatusUnauthorized, "unauthorized", "the dashboard needs the credentials from KEYWORKER_DASHBOARD_USER/KEYWORKER_DASHBOARD_PASSWORD")
+		if s.authorized(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.loginRate.charge(key, now)
+		if blocked, _ := s.loginRate.blocked(key, now); blocked {
+			s.cfg.Logger.Warn("too many wrong dashboard credentials: throttling the client", "component", "http", "client", key, "per_minute", s.cfg.LoginFailuresPerMinute)
+		}
+		s.unauthorized(w)
 	})
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if s.cfg.DashboardToken != "" {
+		if tok, ok := bearer(r); ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.DashboardToken)) == 1 {
+			return true
+		}
+	}
+	if s.cfg.DashboardPassword != "" {
+		user, pass, ok := r.BasicAuth()
+		userOK := subtle.ConstantTimeCompare([]byte(user), []byte(s.cfg.DashboardUser)) == 1
+		passOK := subtle.ConstantTimeCompare([]byte(pass), []byte(s.cfg.DashboardPassword)) == 1
+		return ok && userOK && passOK
+	}
+	return false
+}
+
+func (s *Server) unauthorized(w http.ResponseWriter) {
+	if s.cfg.DashboardPassword != "" {
+		w.Header().Set("WWW-Authenticate", `Basic realm="keyworker dashboard", charset="UTF-8"`)
+	}
+	writeError(w, http.StatusUnauthorized, "unauthorized", "the dashboard needs the credentials from KEYWORKER_DASHBOARD_USER/KEYWORKER_DASHBOARD_PASSWORD (or KEYWORKER_DASHBOARD_TOKEN)")
+}
+
+// retryAfter is a Retry-After value: whole seconds, rounded up.
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(int(math.Ceil(d.Seconds())))
 }
 
 func bearer(r *http.Request) (string, bool) {
@@ -377,20 +592,6 @@ func bearer(r *http.Request) (string, bool) {
 	return tok, tok != ""
 }
 
-func (s *Server) clientAddr(r *http.Request) string {
-	if s.cfg.TrustForwardedFor {
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			parts := strings.Split(xff, ",")
-			return strings.TrimSpace(parts[len(parts)-1])
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 func (s *Server) reveal(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
@@ -399,10 +600,19 @@ func (s *Server) reveal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
 		return
 	}
+	// Reveal takes no body: read what came, to refuse a large one.
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		if tooLarge := new(http.MaxBytesError); errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("reveal takes no request body (at most %d bytes are read)", MaxRequestBody))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", "reading the request body failed")
+		return
+	}
 	addr := s.clientAddr(r)
-	if ok, retry := s.addrRate.allow(addr); !ok {
+	if ok, retry := s.addrRate.allow(rateKey(addr), s.now()); !ok {
 		s.cfg.OnReveal("rate_limited")
-		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds()+0.999)))
+		w.Header().Set("Retry-After", retryAfter(retry))
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many reveal requests from this address; try again later")
 		return
 	}
@@ -441,9 +651,9 @@ func (s *Server) reveal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, code, msg)
 		return
 	}
-	if ok, retry := s.userRate.allow("user:" + userID); !ok {
+	if ok, retry := s.userRate.allow(userID, s.now()); !ok {
 		s.cfg.OnReveal("rate_limited")
-		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds()+0.999)))
+		w.Header().Set("Retry-After", retryAfter(retry))
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many reveal requests for this user; try again later")
 		return
 	}
@@ -475,47 +685,4 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(errorBody{Error: msg, Code: code})
-}
-
-// limiter allows n events per window per key (a sliding log would be more
-// exact; fixed windows are enough for abuse control).
-type limiter struct {
-	n      int
-	window time.Duration
-	now    func() time.Time
-
-	mu      sync.Mutex
-	buckets map[string]*bucket
-}
-
-type bucket struct {
-	start time.Time
-	count int
-}
-
-func newLimiter(n int, window time.Duration) *limiter {
-	return &limiter{n: n, window: window, now: time.Now, buckets: map[string]*bucket{}}
-}
-
-func (l *limiter) allow(key string) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	if len(l.buckets) > 100_000 {
-		for k, b := range l.buckets {
-			if now.Sub(b.start) >= l.window {
-				delete(l.buckets, k)
-			}
-		}
-	}
-	b, ok := l.buckets[key]
-	if !ok || now.Sub(b.start) >= l.window {
-		l.buckets[key] = &bucket{start: now, count: 1}
-		return true, 0
-	}
-	if b.count >= l.n {
-		return false, b.start.Add(l.window).Sub(now)
-	}
-	b.count++
-	return true, 0
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,6 +47,7 @@ func testServer(t *testing.T, cfg Config) *Server {
 
 func do(h http.Handler, method, path string, hdr map[string]string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, path, nil)
+	req.Host = "localhost:8080" // the server is on loopback: the Host check applies
 	req.RemoteAddr = "192.0.2.1:1234"
 	for k, v := range hdr {
 		req.Header.Set(k, v)
@@ -137,20 +139,45 @@ func TestRevealRateLimits(t *testing.T) {
 	}
 }
 
-func TestLimiterWindowResets(t *testing.T) {
+// TestLimiterRefillsAndForgets: a key's bucket holds n tokens and refills
+// at n per window; a key idle for a window is forgotten (it would be full
+// again), so the limiter's memory follows the active clients only.
+func TestLimiterRefillsAndForgets(t *testing.T) {
 	t.Parallel()
-	l := newLimiter(1, time.Minute)
+	l := newLimiter(2, time.Minute)
 	now := time.Unix(1000, 0)
-	l.now = func() time.Time { return now }
-	if ok, _ := l.allow("a"); !ok {
-		t.Fatal("first denied")
+	for i := range 2 {
+		if ok, _ := l.allow("a", now); !ok {
+			t.Fatalf("request %d of 2 denied", i+1)
+		}
 	}
-	if ok, retry := l.allow("a"); ok || retry != time.Minute {
-		t.Fatalf("second allowed=%v retry=%v", ok, retry)
+	ok, retry := l.allow("a", now)
+	if ok || retry != 30*time.Second {
+		t.Fatalf("third: allowed=%v retry=%v, want denied for 30s (2 per minute)", ok, retry)
 	}
-	now = now.Add(time.Minute)
-	if ok, _ := l.allow("a"); !ok {
-		t.Fatal("denied after the window")
+	if ok, _ := l.allow("b", now); !ok {
+		t.Fatal("another key shares a's bucket")
+	}
+	if ok, _ := l.allow("a", now.Add(30*time.Second)); !ok {
+		t.Fatal("denied after a token's refill time")
+	}
+	if ok, _ := l.allow("a", now.Add(30*time.Second)); ok {
+		t.Fatal("allowed twice after one token's refill")
+	}
+	for i := range 1000 {
+		l.allow(fmt.Sprint("k", i), now)
+	}
+	if n := l.size(); n < 1000 {
+		t.Fatalf("limiter holds %d keys, want at least 1000", n)
+	}
+	// A window later, the next request each shard sees sweeps it: the
+	// thousand idle keys go, the fresh ones stay.
+	later := now.Add(2 * time.Minute)
+	for i := range 2000 { // 2000 keys reach all 64 shards
+		l.allow(fmt.Sprint("fresh", i), later)
+	}
+	if n := l.size(); n != 2000 {
+		t.Fatalf("limiter holds %d keys a window later, want the 2000 fresh ones", n)
 	}
 }
 
@@ -161,17 +188,13 @@ func TestDashboardNeedsCredentials(t *testing.T) {
 	if rec := do(h, "GET", "/riverui/", nil); rec.Code != 401 || rec.Header().Get("WWW-Authenticate") == "" {
 		t.Fatalf("no credentials: %d", rec.Code)
 	}
-	req := httptest.NewRequest("GET", "/riverui/", nil)
-	req.SetBasicAuth("admin", "wrong")
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != 401 {
+	basic := func(user, pass string) map[string]string {
+		return map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))}
+	}
+	if rec := do(h, "GET", "/riverui/", basic("admin", "wrong")); rec.Code != 401 {
 		t.Fatalf("wrong password: %d", rec.Code)
 	}
-	req = httptest.NewRequest("GET", "/riverui/", nil)
-	req.SetBasicAuth("admin", "pw")
-	rec = httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
+	rec := do(h, "GET", "/riverui/", basic("admin", "pw"))
 	if rec.Code != 200 || rec.Body.String() != "river ui" {
 		t.Fatalf("basic auth: %d %s", rec.Code, rec.Body)
 	}

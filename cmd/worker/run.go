@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/keyworker/keyworker/accesstoken"
@@ -84,6 +85,16 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 		DashboardUser:     v.str("KEYWORKER_DASHBOARD_USER"),
 		DashboardPassword: v.str("KEYWORKER_DASHBOARD_PASSWORD"),
 		DashboardToken:    v.str("KEYWORKER_DASHBOARD_TOKEN"),
+		MetricsAddr:       v.str("KEYWORKER_METRICS_ADDR"),
+	}
+	if raw := v.str("KEYWORKER_TRUSTED_PROXIES"); raw != "" {
+		cfg.HTTP.TrustedProxies = strings.Split(raw, ",")
+	}
+	if cfg.HTTP.RevealPerUser, err = v.integer("KEYWORKER_REVEAL_PER_USER", 1, server.MaxRateLimit); err != nil {
+		return cfg, err
+	}
+	if cfg.HTTP.RevealPerAddr, err = v.integer("KEYWORKER_REVEAL_PER_ADDR", 1, server.MaxRateLimit); err != nil {
+		return cfg, err
 	}
 	cfg.PublicURL = v.str("KEYWORKER_PUBLIC_URL")
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keyworker/keyworker/jobs"
+	"github.com/keyworker/keyworker/server"
 )
 
 // setting is one configuration value, read from a flag, an environment
@@ -47,8 +48,12 @@ var settings = []setting{
 	{env: "KEYWORKER_JWT_AUDIENCE", flag: "jwt-audience", def: "authenticated", help: "required aud claim of access tokens", groups: []string{"run"}},
 	{env: "KEYWORKER_JWT_ISSUER", flag: "jwt-issuer", help: "required iss claim of access tokens (default: the JWKS URL without /.well-known/jwks.json, e.g. https://<ref>.supabase.co/auth/v1; not checked with only a JWT secret)", groups: []string{"run"}},
 	{env: "KEYWORKER_JWKS_MAX_STALENESS", flag: "jwks-max-staleness", def: "1h", help: "how long the last fetched signing keys are trusted while refreshing them fails; then reveal answers 503 for RS256/ES256 tokens", groups: []string{"run"}},
-	{env: "KEYWORKER_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "listen address for reveal, dashboard, metrics and health", groups: []string{"run", "trace"}},
-	{env: "KEYWORKER_PUBLIC_URL", flag: "public-url", help: "public base URL of this server, used for pick-up links in notices (default http://<http-addr>)", groups: []string{"run", "trace"}},
+	{env: "KEYWORKER_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "listen address for reveal, dashboard, metrics and health; on loopback, only requests for localhost, 127.0.0.1, [::1] or the public URL's host are served (DNS rebinding)", groups: []string{"run", "trace"}},
+	{env: "KEYWORKER_PUBLIC_URL", flag: "public-url", help: "public base URL of this server, used for pick-up links in notices (default http://<http-addr>); its host and origin are also accepted by the Host and cross-origin checks", groups: []string{"run", "trace"}},
+	{env: "KEYWORKER_METRICS_ADDR", flag: "metrics-addr", help: "serve /metrics (and /healthz) on this address of its own, without credentials, e.g. 10.0.0.5:9090 or 127.0.0.1:9090; empty: on KEYWORKER_HTTP_ADDR behind the dashboard's credentials", groups: []string{"run"}},
+	{env: "KEYWORKER_TRUSTED_PROXIES", flag: "trusted-proxies", help: "comma-separated CIDRs or addresses of the proxies in front of the server (e.g. 10.0.0.0/8,fd00::/8); X-Forwarded-For is honoured only from them, taking the right-most address that is not one of them", groups: []string{"run"}},
+	{env: "KEYWORKER_REVEAL_PER_USER", flag: "reveal-per-user", def: strconv.Itoa(server.DefaultRevealPerUser), help: "key pick-up attempts a user may make per minute", groups: []string{"run"}},
+	{env: "KEYWORKER_REVEAL_PER_ADDR", flag: "reveal-per-addr", def: strconv.Itoa(server.DefaultRevealPerAddr), help: "key pick-up requests one client address (an IPv6 /64) may make per minute, signed in or not", groups: []string{"run"}},
 	{env: "KEYWORKER_TLS_CERT_FILE", flag: "tls-cert-file", help: "serve HTTPS with this certificate (with KEYWORKER_TLS_KEY_FILE)", groups: []string{"run"}},
 	{env: "KEYWORKER_TLS_KEY_FILE", flag: "tls-key-file", help: "private key for KEYWORKER_TLS_CERT_FILE", groups: []string{"run"}},
 	{env: "KEYWORKER_DASHBOARD_USER", flag: "dashboard-user", help: "River UI basic-auth user", groups: []string{"run"}},
