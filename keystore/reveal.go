@@ -90,7 +90,7 @@ func (s *Store) Reveal(ctx context.Context, db Beginner, userID string, a Audit)
 		if err != nil {
 			return fmt.Errorf("revealing key of user %s: %w", userID, err)
 		}
-		plain, err := s.sealer.Open(info.ID, sealed)
+		plain, err := s.sealer.Open(info.ID, info.UserID, sealed)
 		if err != nil {
 			return fmt.Errorf("revealing key %s: %w", info.ID, err)
 		}
