@@ -49,10 +49,14 @@ type worker struct {
 // startWorker runs the worker against db in mode and waits until it answers
 // /readyz. Its stderr goes to progress, each line prefixed.
 func startWorker(ctx context.Context, command []string, db *database, mode string, progress io.Writer) (*worker, error) {
-	sealing, err := keys.GenerateSealingKey()
-	if err != nil {
-		return nil, err
+	if db.sealingKey == "" {
+		k, err := keys.GenerateSealingKey()
+		if err != nil {
+			return nil, err
+		}
+		db.sealingKey = k
 	}
+	sealing := db.sealingKey
 	port, err := freePort()
 	if err != nil {
 		return nil, err
