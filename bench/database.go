@@ -142,6 +142,9 @@ type database struct {
 	// so every run and scenario gets its own, never the default "keyworker"
 	// an installation on a given server may be using.
 	slot string
+	// sealingKey is the workers' sealing key (base64): the database records
+	// its fingerprint, so every worker on it uses the same one.
+	sealingKey string
 }
 
 func (s *server) createDatabase(ctx context.Context, scenario string) (*database, error) {

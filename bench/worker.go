@@ -47,14 +47,17 @@ type worker struct {
 }
 
 // startWorker runs the worker against db in mode and waits until it answers
-// /readyz. Its stderr goes to progress, each line prefixed.
-// startWorker starts `worker run` on db; extraEnv adds settings (a webhook
-// for the catch-up).
+// /readyz. Its stderr goes to progress, each line prefixed; extraEnv adds
+// settings (a webhook for the catch-up).
 func startWorker(ctx context.Context, command []string, db *database, mode string, progress io.Writer, extraEnv ...string) (*worker, error) {
-	sealing, err := keys.GenerateSealingKey()
-	if err != nil {
-		return nil, err
+	if db.sealingKey == "" {
+		k, err := keys.GenerateSealingKey()
+		if err != nil {
+			return nil, err
+		}
+		db.sealingKey = k
 	}
+	sealing := db.sealingKey
 	port, err := freePort()
 	if err != nil {
 		return nil, err

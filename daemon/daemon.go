@@ -84,7 +84,13 @@ type Config struct {
 	// RevealTTL is how long a key waits for its pick-up. Defaults to 7 days.
 	RevealTTL time.Duration
 	// SealingKey is the 32-byte AES key sealing waiting secrets. Required.
+	// Its fingerprint is recorded in the database on first use, and Start
+	// refuses another key (see keystore.Store.CheckSealingKey).
 	SealingKey []byte
+	// PreviousSealingKey, during a rotation, is the key SealingKey replaces:
+	// it still opens the secrets sealed under it, and when the database
+	// recorded it, Start moves the record to SealingKey. Optional.
+	PreviousSealingKey []byte
 
 	// Tokens verifies users' access tokens for reveal. When neither
 	// JWTSecret nor JWKSURL is set, reveal answers 503.
@@ -167,6 +173,11 @@ func (c Config) validate() error {
 	}
 	if len(c.SealingKey) != keys.SealingKeySize {
 		return fmt.Errorf("KEYWORKER_SEALING_KEY is required: 32 bytes of base64 (openssl rand -base64 32)")
+	}
+	if c.PreviousSealingKey != nil {
+		if _, err := keys.NewSealer(c.SealingKey, c.PreviousSealingKey); err != nil {
+			return fmt.Errorf("KEYWORKER_SEALING_KEY_PREVIOUS: %w", err)
+		}
 	}
 	if c.KeyTTL < 0 {
 		return fmt.Errorf("KEYWORKER_KEY_TTL must not be negative, got %s", c.KeyTTL)
@@ -278,6 +289,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL is malformed: %w", err)
 	}
+	if w := listener.CheckTLS(cfg.DatabaseURL); w != "" {
+		d.log.Warn(w, "component", "daemon")
+	}
 	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
 		poolCfg.MaxConns = poolSize(cfg.KeyWorkers, cfg.NoticeWorkers)
 	}
@@ -313,12 +327,19 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	sealer, err := keys.NewSealer(cfg.SealingKey)
+	var previous [][]byte
+	if cfg.PreviousSealingKey != nil {
+		previous = append(previous, cfg.PreviousSealingKey)
+	}
+	sealer, err := keys.NewSealer(cfg.SealingKey, previous...)
 	if err != nil {
 		return fmt.Errorf("KEYWORKER_SEALING_KEY: %w", err)
 	}
 	d.store, err = keystore.New(keystore.Config{Schema: cfg.Schema, Prefix: cfg.KeyPrefix, Sealer: sealer, RevealTTL: cfg.RevealTTL})
 	if err != nil {
+		return err
+	}
+	if err := d.checkSealingKey(ctx); err != nil {
 		return err
 	}
 	if d.tokens != nil && cfg.Tokens.JWKSURL != "" {
@@ -450,6 +471,29 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 
 	d.running.Store(true)
 	d.log.Info("keyworker running", "component", "daemon", "mode", cfg.Mode, "schema", cfg.Schema, "users_table", cfg.Table.String(), "http", d.http.Addr(), "public_url", publicURL)
+	return nil
+}
+
+// checkSealingKey records the sealing key's fingerprint on first use, moves
+// it on rotation, and refuses a key the database's waiting secrets are not
+// sealed under.
+func (d *Daemon) checkSealingKey(ctx context.Context) error {
+	chk, err := d.store.CheckSealingKey(ctx, d.pool)
+	if errors.Is(err, keystore.ErrSealingKeyMismatch) {
+		return fmt.Errorf("refusing to start with this KEYWORKER_SEALING_KEY: %w (KEYWORKER_SEALING_KEY_PREVIOUS), then run `worker keys reseal`", err)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case chk.Recorded:
+		d.log.Info("sealing key fingerprint recorded: every replica must use this sealing key", "component", "daemon", "fingerprint", chk.Fingerprint)
+	case chk.RotatedFrom != "":
+		d.log.Warn("sealing key rotated: new keys are sealed under the new key; restart every replica with KEYWORKER_SEALING_KEY set to it and KEYWORKER_SEALING_KEY_PREVIOUS to the old one, then run `worker keys reseal` and drop the previous key",
+			"component", "daemon", "fingerprint", chk.Fingerprint, "previous_fingerprint", chk.RotatedFrom)
+	default:
+		d.log.Debug("sealing key matches the database's", "component", "daemon", "fingerprint", chk.Fingerprint)
+	}
 	return nil
 }
 
@@ -610,6 +654,11 @@ func (d *Daemon) reveal(ctx context.Context, userID, remoteAddr string) (server.
 	r, err := d.store.Reveal(ctx, d.pool, userID, keystore.Audit{Actor: "user", Detail: map[string]any{"remote_addr": remoteAddr}})
 	if errors.Is(err, keystore.ErrNothingToReveal) {
 		return server.Revealed{}, server.ErrNothingToReveal
+	}
+	if errors.Is(err, keys.ErrSealedUnderAnotherKey) {
+		// The error names the box's fingerprint and this worker's; the
+		// server logs it and tells the user retrying will not help.
+		return server.Revealed{}, fmt.Errorf("%w: %w", server.ErrSealedUnderAnotherKey, err)
 	}
 	if err != nil {
 		return server.Revealed{}, err

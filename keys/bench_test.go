@@ -55,7 +55,7 @@ func BenchmarkSeal(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(pt)))
 	for b.Loop() {
-		if _, err := s.Seal(k.ID, pt); err != nil {
+		if _, err := s.Seal(k.ID, testUserID, pt); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -64,14 +64,14 @@ func BenchmarkSeal(b *testing.B) {
 func BenchmarkOpen(b *testing.B) {
 	k := mustGenerate(b, testGenerator(34), DefaultPrefix)
 	s := newTestSealer(b, testSealingKey)
-	box, err := s.Seal(k.ID, []byte(k.Plaintext()))
+	box, err := s.Seal(k.ID, testUserID, []byte(k.Plaintext()))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(k.Plaintext())))
 	for b.Loop() {
-		if _, err := s.Open(k.ID, box); err != nil {
+		if _, err := s.Open(k.ID, testUserID, box); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -70,5 +70,9 @@
 // Between creation and pick-up by its owner a key waits encrypted: a Sealer
 // seals it with AES-256-GCM under a sealing key (ParseSealingKey,
 // GenerateSealingKey) that lives with the worker, not in the database, with
-// the key's id as associated data, so a box only opens for its own key.
+// the key's id and its user's id as associated data, so a box only opens
+// for its own key and user. Each box records the Fingerprint of the key
+// that sealed it, so a Sealer given previous keys (rotation) opens each box
+// with the right one, and a box sealed under a key it does not hold fails
+// with ErrSealedUnderAnotherKey, which no retry can fix.
 package keys

@@ -62,17 +62,20 @@ func ExampleSealer() {
 	if err != nil {
 		panic(err)
 	}
-	box, err := s.Seal("2xuDjWzV4cUB2ZOszBVyd4gsiwZ", []byte("sk_..."))
+	const user = "0b5d3a4e-6f1c-4e8a-9b2d-7c3e5f6a8b9c"
+	box, err := s.Seal("2xuDjWzV4cUB2ZOszBVyd4gsiwZ", user, []byte("sk_..."))
 	if err != nil {
 		panic(err)
 	}
-	plaintext, err := s.Open("2xuDjWzV4cUB2ZOszBVyd4gsiwZ", box)
+	plaintext, err := s.Open("2xuDjWzV4cUB2ZOszBVyd4gsiwZ", user, box)
 	fmt.Printf("%s %v\n", plaintext, err)
-	_, err = s.Open("2xuDjWzV4cUB2ZOszBVyd4gsiwA", box) // another key's row
+	_, err = s.Open("2xuDjWzV4cUB2ZOszBVyd4gsiwA", user, box) // another key's row
 	fmt.Println(errors.Is(err, keys.ErrOpen))
+	fmt.Println(s.Fingerprint()) // logged and recorded; never the key
 	// Output:
 	// sk_... <nil>
 	// true
+	// 11cb12177ffa766d
 }
 
 func ExampleValidatePrefix() {

@@ -85,6 +85,10 @@ func FuzzParse(f *testing.F) {
 // testdata/fuzz/FuzzOpen were sealed with it.
 var fuzzSealingKey = bytes.Repeat([]byte{0x42}, SealingKeySize)
 
+// fuzzUserID is the user id of FuzzOpen's boxes (version 1 boxes do not
+// bind one).
+const fuzzUserID = "00000000-0000-4000-8000-000000000042"
+
 // FuzzOpen checks that Open never panics and fails with ErrOpen on
 // anything but a real box, and that Seal and Open round-trip any input.
 // Seeds, among them valid boxes, live in testdata/fuzz/FuzzOpen.
@@ -95,28 +99,31 @@ func FuzzOpen(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, keyID string, box []byte) {
-		pt, err := s.Open(keyID, box)
+		pt, err := s.Open(keyID, fuzzUserID, box)
 		if err != nil {
 			if !errors.Is(err, ErrOpen) || pt != nil {
 				t.Fatalf("Open = %q, %v; want nil, ErrOpen", pt, err)
 			}
-		} else if len(box) != 1+12+len(pt)+16 || box[0] != 1 {
+		} else if (len(box) != 1+12+len(pt)+16 || box[0] != 1) && (len(box) != 1+8+12+len(pt)+16 || box[0] != 2) {
 			t.Fatalf("Open accepted a %d-byte box with version %d", len(box), box[0])
 		}
-		if keyID == "" {
+		if keyID == "" || len(keyID) > 255 {
 			return
 		}
-		// Any bytes seal and open again, under the same key id only.
-		sealed, err := s.Seal(keyID, box)
+		// Any bytes seal and open again, under the same key id and user only.
+		sealed, err := s.Seal(keyID, fuzzUserID, box)
 		if err != nil {
 			t.Fatal(err)
 		}
-		back, err := s.Open(keyID, sealed)
+		back, err := s.Open(keyID, fuzzUserID, sealed)
 		if err != nil || !bytes.Equal(back, box) {
 			t.Fatalf("Open(Seal(x)) = %q, %v; want %q", back, err, box)
 		}
-		if _, err := s.Open(keyID+"x", sealed); !errors.Is(err, ErrOpen) {
+		if _, err := s.Open(keyID+"x", fuzzUserID, sealed); !errors.Is(err, ErrOpen) {
 			t.Fatalf("a box opened under another key id")
+		}
+		if _, err := s.Open(keyID, fuzzUserID+"x", sealed); !errors.Is(err, ErrOpen) {
+			t.Fatalf("a box opened for another user id")
 		}
 	})
 }
@@ -155,7 +162,7 @@ func TestFuzzSeedsAreWhatTheirNamesSay(t *testing.T) {
 	}
 	for target, accepts := range map[string]func([]string) bool{
 		"FuzzParse": func(v []string) bool { _, err := Parse(v[0]); return err == nil },
-		"FuzzOpen":  func(v []string) bool { _, err := s.Open(v[0], []byte(v[1])); return err == nil },
+		"FuzzOpen":  func(v []string) bool { _, err := s.Open(v[0], fuzzUserID, []byte(v[1])); return err == nil },
 	} {
 		paths, err := filepath.Glob(filepath.Join("testdata", "fuzz", target, "*"))
 		if err != nil {

@@ -2,8 +2,14 @@ package keys
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -113,51 +119,67 @@ func TestNewSealerRejectsWrongSizes(t *testing.T) {
 	}
 }
 
+const testUserID = "0b5d3a4e-6f1c-4e8a-9b2d-7c3e5f6a8b9c"
+
 func TestSealOpenRoundTrip(t *testing.T) {
 	t.Parallel()
 	s := newTestSealer(t, testSealingKey)
 	k := mustGenerate(t, testGenerator(12), "sk")
 	for _, pt := range [][]byte{[]byte(k.Plaintext()), {}, nil, bytes.Repeat([]byte{0}, 1000)} {
-		box, err := s.Seal(k.ID, pt)
+		box, err := s.Seal(k.ID, testUserID, pt)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if box[0] != 1 {
-			t.Errorf("box version = %d, want 1", box[0])
+		if box[0] != 2 {
+			t.Errorf("box version = %d, want 2", box[0])
 		}
-		if want := 1 + 12 + len(pt) + 16; len(box) != want {
+		if fp, ok := BoxFingerprint(box); !ok || fp != Fingerprint(testSealingKey) || fp != s.Fingerprint() {
+			t.Errorf("box records fingerprint %q, %v; want %s", fp, ok, Fingerprint(testSealingKey))
+		}
+		if want := 1 + 8 + 12 + len(pt) + 16; len(box) != want {
 			t.Errorf("box is %d bytes, want %d", len(box), want)
 		}
 		if len(pt) >= 8 && bytes.Contains(box, pt[:8]) {
 			t.Error("box contains the plaintext")
 		}
-		got, err := s.Open(k.ID, box)
+		got, err := s.Open(k.ID, testUserID, box)
 		if err != nil {
 			t.Fatalf("Open(Seal()) = %v", err)
 		}
 		if !bytes.Equal(got, pt) {
 			t.Fatalf("Open(Seal(%q)) = %q", pt, got)
 		}
+		if !s.SealedByCurrent(box) {
+			t.Error("SealedByCurrent(Seal()) = false")
+		}
 	}
-	a, _ := s.Seal(k.ID, []byte("same"))
-	b, _ := s.Seal(k.ID, []byte("same"))
+	// The user id is a uuid's text: its case does not matter.
+	box, _ := s.Seal(k.ID, strings.ToUpper(testUserID), []byte("x"))
+	if _, err := s.Open(k.ID, testUserID, box); err != nil {
+		t.Errorf("Open with the lowercase user id of an uppercase seal = %v", err)
+	}
+	a, _ := s.Seal(k.ID, testUserID, []byte("same"))
+	b, _ := s.Seal(k.ID, testUserID, []byte("same"))
 	if bytes.Equal(a, b) {
 		t.Error("two seals of the same plaintext are equal: the nonce is not random")
 	}
 }
 
-func TestSealRejectsEmptyKeyID(t *testing.T) {
+func TestSealRejectsEmptyIDs(t *testing.T) {
 	t.Parallel()
 	s := newTestSealer(t, testSealingKey)
-	if box, err := s.Seal("", []byte("x")); err == nil {
+	if box, err := s.Seal("", testUserID, []byte("x")); err == nil {
 		t.Errorf("Seal with an empty key id = %x, want an error", box)
+	}
+	if box, err := s.Seal("id", "", []byte("x")); err == nil {
+		t.Errorf("Seal with an empty user id = %x, want an error", box)
 	}
 }
 
 // openFails checks that Open rejects box with ErrOpen and no plaintext.
-func openFails(t *testing.T, s *Sealer, keyID string, box []byte, what string) {
+func openFails(t *testing.T, s *Sealer, keyID, userID string, box []byte, what string) {
 	t.Helper()
-	pt, err := s.Open(keyID, box)
+	pt, err := s.Open(keyID, userID, box)
 	if !errors.Is(err, ErrOpen) {
 		t.Errorf("%s: Open = %q, %v; want ErrOpen", what, pt, err)
 	}
@@ -166,39 +188,193 @@ func openFails(t *testing.T, s *Sealer, keyID string, box []byte, what string) {
 	}
 }
 
-func TestOpenRejectsWrongKeyWrongIDAndDamage(t *testing.T) {
+func TestOpenRejectsWrongKeyWrongIDsAndDamage(t *testing.T) {
 	t.Parallel()
 	s := newTestSealer(t, testSealingKey)
 	const id = "2xuDjWzV4cUB2ZOszBVyd4gsiwZ"
-	box, err := s.Seal(id, []byte("sk_secret_plaintext"))
+	box, err := s.Seal(id, testUserID, []byte("sk_secret_plaintext"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	otherKey := bytes.Clone(testSealingKey)
 	otherKey[0] ^= 1
-	openFails(t, newTestSealer(t, otherKey), id, box, "other sealing key")
-	openFails(t, s, "2xuDjWzV4cUB2ZOszBVyd4gsiwA", box, "other key id")
-	openFails(t, s, "", box, "empty key id")
-	openFails(t, s, id+"x", box, "longer key id")
+	openFails(t, newTestSealer(t, otherKey), id, testUserID, box, "other sealing key")
+	openFails(t, s, "2xuDjWzV4cUB2ZOszBVyd4gsiwA", testUserID, box, "other key id")
+	openFails(t, s, "", testUserID, box, "empty key id")
+	openFails(t, s, id+"x", testUserID, box, "longer key id")
+	openFails(t, s, id, "0b5d3a4e-6f1c-4e8a-9b2d-7c3e5f6a8b9d", box, "other user id")
+	openFails(t, s, id, "", box, "empty user id")
+	// The key id's length is bound: moving a character from the key id to
+	// the user id does not give the same associated data.
+	openFails(t, s, id[:len(id)-1], id[len(id)-1:]+testUserID, box, "key id and user id spliced")
 	for i := range box {
 		for _, mask := range []byte{0x01, 0x80, 0xff} {
 			b := bytes.Clone(box)
 			b[i] ^= mask
-			openFails(t, s, id, b, "byte flipped")
+			openFails(t, s, id, testUserID, b, "byte flipped")
 		}
 	}
 	for n := range len(box) {
-		openFails(t, s, id, box[:n], "truncated")
-		openFails(t, s, id, box[n+1:], "head cut off")
+		openFails(t, s, id, testUserID, box[:n], "truncated")
+		openFails(t, s, id, testUserID, box[n+1:], "head cut off")
 	}
-	openFails(t, s, id, append(bytes.Clone(box), 0), "byte appended")
-	openFails(t, s, id, nil, "nil")
-	v2 := bytes.Clone(box)
-	v2[0] = 2
-	openFails(t, s, id, v2, "unknown version")
+	openFails(t, s, id, testUserID, append(bytes.Clone(box), 0), "byte appended")
+	openFails(t, s, id, testUserID, nil, "nil")
+	v3 := bytes.Clone(box)
+	v3[0] = 3
+	openFails(t, s, id, testUserID, v3, "unknown version")
 	// The untouched box still opens: the failures above are the damage.
-	if _, err := s.Open(id, box); err != nil {
+	if _, err := s.Open(id, testUserID, box); err != nil {
 		t.Fatalf("Open of the original box = %v", err)
+	}
+}
+
+// sealV1Box makes a box as Seal did before version 2: the version byte 1,
+// a random nonce, the ciphertext, with the version byte and the key id as
+// associated data.
+func sealV1Box(t *testing.T, key []byte, keyID string, plaintext []byte) []byte {
+	t.Helper()
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := cipher.NewGCMWithRandomNonce(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aead.Seal([]byte{1}, nil, plaintext, append([]byte{1}, keyID...))
+}
+
+// TestVersion1BoxesStillOpen guards the boxes sealed before fingerprints
+// and user binding: they open under whichever key sealed them, for any
+// user id, and only for their key id.
+func TestVersion1BoxesStillOpen(t *testing.T) {
+	t.Parallel()
+	const id = "2xuDjWzV4cUB2ZOszBVyd4gsiwZ"
+	oldKey := bytes.Repeat([]byte{7}, SealingKeySize)
+	box := sealV1Box(t, oldKey, id, []byte("sk_old"))
+	for name, s := range map[string]*Sealer{
+		"as the current key":  newTestSealer(t, oldKey),
+		"as the previous key": mustSealer(t, testSealingKey, oldKey),
+	} {
+		got, err := s.Open(id, testUserID, box)
+		if err != nil || string(got) != "sk_old" {
+			t.Errorf("%s: Open(v1 box) = %q, %v", name, got, err)
+		}
+		if s.SealedByCurrent(box) {
+			t.Errorf("%s: SealedByCurrent(v1 box) = true: a re-seal would skip it", name)
+		}
+		openFails(t, s, "2xuDjWzV4cUB2ZOszBVyd4gsiwA", testUserID, box, name+": other key id")
+	}
+	if _, ok := BoxFingerprint(box); ok {
+		t.Error("a version 1 box records a fingerprint")
+	}
+	// Under none of the Sealer's keys, the error says so.
+	_, err := newTestSealer(t, testSealingKey).Open(id, testUserID, box)
+	var another *SealedUnderAnotherKeyError
+	if !errors.As(err, &another) || !errors.Is(err, ErrSealedUnderAnotherKey) || !errors.Is(err, ErrOpen) || another.Box != "" {
+		t.Fatalf("Open(v1 box of another key) = %v, want a SealedUnderAnotherKeyError without a box fingerprint", err)
+	}
+}
+
+func mustSealer(t *testing.T, key []byte, previous ...[]byte) *Sealer {
+	t.Helper()
+	s, err := NewSealer(key, previous...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestRotation guards the previous key: a Sealer with new and old keys
+// seals under the new key and opens boxes of both; one with the new key
+// only tells that a box is sealed under another key, naming fingerprints.
+func TestRotation(t *testing.T) {
+	t.Parallel()
+	const id = "2xuDjWzV4cUB2ZOszBVyd4gsiwZ"
+	oldKey := bytes.Repeat([]byte{7}, SealingKeySize)
+	newKey := testSealingKey
+	old := newTestSealer(t, oldKey)
+	oldBox, err := old.Seal(id, testUserID, []byte("sk_old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := mustSealer(t, newKey, oldKey)
+	if both.Fingerprint() != Fingerprint(newKey) || !slices.Equal(both.Fingerprints(), []string{Fingerprint(newKey), Fingerprint(oldKey)}) {
+		t.Fatalf("Fingerprints = %v", both.Fingerprints())
+	}
+	if got, err := both.Open(id, testUserID, oldBox); err != nil || string(got) != "sk_old" {
+		t.Fatalf("Open(old box) with the old key as previous = %q, %v", got, err)
+	}
+	if both.SealedByCurrent(oldBox) {
+		t.Error("an old box counts as sealed by the current key")
+	}
+	newBox, err := both.Seal(id, testUserID, []byte("sk_new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp, _ := BoxFingerprint(newBox); fp != Fingerprint(newKey) {
+		t.Errorf("new box sealed under %s, want the new key's %s", fp, Fingerprint(newKey))
+	}
+	if got, err := newTestSealer(t, newKey).Open(id, testUserID, newBox); err != nil || string(got) != "sk_new" {
+		t.Errorf("the new key alone does not open a box sealed during rotation: %q, %v", got, err)
+	}
+
+	// The old key alone cannot open the new box, and says why.
+	_, err = old.Open(id, testUserID, newBox)
+	var another *SealedUnderAnotherKeyError
+	if !errors.As(err, &another) || !errors.Is(err, ErrSealedUnderAnotherKey) || !errors.Is(err, ErrOpen) {
+		t.Fatalf("Open under another key = %v, want a SealedUnderAnotherKeyError", err)
+	}
+	if another.Box != Fingerprint(newKey) || !slices.Equal(another.Have, []string{Fingerprint(oldKey)}) {
+		t.Errorf("error names box %s and have %v", another.Box, another.Have)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, Fingerprint(newKey)) || !strings.Contains(msg, Fingerprint(oldKey)) || !strings.Contains(msg, "sealed under another sealing key") {
+		t.Errorf("error %q does not name both fingerprints", msg)
+	}
+	for _, k := range [][]byte{oldKey, newKey} {
+		for _, enc := range []string{base64.StdEncoding.EncodeToString(k), hex.EncodeToString(k)} {
+			if strings.Contains(msg, enc[:12]) {
+				t.Errorf("error %q shows a key", msg)
+			}
+		}
+	}
+}
+
+func TestNewSealerRejectsBadPreviousKeys(t *testing.T) {
+	t.Parallel()
+	other := bytes.Repeat([]byte{7}, SealingKeySize)
+	for _, tc := range []struct {
+		name     string
+		previous [][]byte
+		want     string
+	}{
+		{"short", [][]byte{make([]byte, 16)}, "previous sealing key must be 32 bytes, got 16 bytes"},
+		{"the current key", [][]byte{testSealingKey}, "previous sealing key is the current one (fingerprint " + Fingerprint(testSealingKey) + ")"},
+		{"twice", [][]byte{other, other}, "given twice"},
+	} {
+		if _, err := NewSealer(testSealingKey, tc.previous...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: NewSealer = %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestFingerprint pins the fingerprint: HMAC-SHA256(key, label), first 8
+// bytes in hex. Boxes and databases record it, so it must never change.
+func TestFingerprint(t *testing.T) {
+	t.Parallel()
+	m := hmac.New(sha256.New, testSealingKey)
+	m.Write([]byte("keyworker sealing key fingerprint v1"))
+	want := hex.EncodeToString(m.Sum(nil)[:8])
+	if got := Fingerprint(testSealingKey); got != want || len(got) != 16 {
+		t.Fatalf("Fingerprint = %s, want %s", got, want)
+	}
+	if plain := sha256.Sum256(testSealingKey); strings.Contains(hex.EncodeToString(plain[:]), want) {
+		t.Error("the fingerprint is a plain hash of the key")
+	}
+	if Fingerprint(bytes.Repeat([]byte{7}, 32)) == want {
+		t.Error("two keys share a fingerprint")
 	}
 }
 
@@ -215,12 +391,12 @@ func TestSealerIsSafeForConcurrentUse(t *testing.T) {
 			id := string(rune('a' + w))
 			pt := bytes.Repeat([]byte{byte(w)}, 40)
 			for range rounds {
-				box, err := s.Seal(id, pt)
+				box, err := s.Seal(id, testUserID, pt)
 				if err != nil {
 					errs <- err
 					return
 				}
-				got, err := s.Open(id, box)
+				got, err := s.Open(id, testUserID, box)
 				if err != nil {
 					errs <- err
 					return

@@ -133,7 +133,7 @@ func (s *Store) CreateSignupKeysTx(ctx context.Context, tx pgx.Tx, b SignupBatch
 			if err != nil {
 				return nil, fmt.Errorf("creating signup keys: %w", err)
 			}
-			box, err := s.sealer.Seal(k.ID, []byte(k.Plaintext()))
+			box, err := s.sealer.Seal(k.ID, ids[i], []byte(k.Plaintext()))
 			if err != nil {
 				return nil, fmt.Errorf("creating signup keys: sealing key %s: %w", k.ID, err)
 			}

@@ -33,7 +33,7 @@ func (s *Store) CreateTx(ctx context.Context, tx pgx.Tx, nk NewKey, a Audit) (Cr
 	if err != nil || c.Existing {
 		return c, err
 	}
-	box, err := s.sealer.Seal(k.ID, []byte(k.Plaintext()))
+	box, err := s.sealer.Seal(k.ID, c.UserID, []byte(k.Plaintext()))
 	if err != nil {
 		return Created{}, fmt.Errorf("creating key %s: %w", k.ID, err)
 	}

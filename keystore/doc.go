@@ -16,9 +16,18 @@
 //
 // Between creation and pick-up the plaintext waits in <schema>.key_reveals,
 // sealed by a keys.Sealer (AES-256-GCM under a sealing key that lives with
-// the worker, the key id as associated data), until RevealTTL passes. Reveal
-// deletes the row and opens it in one transaction, so a key is shown at most
-// once; PurgeExpiredReveals deletes rows whose time has passed.
+// the worker, the key id and user id as associated data), until RevealTTL
+// passes. Reveal deletes the row and opens it in one transaction, so a key
+// is shown at most once, and only to the user of both the row and the key;
+// PurgeExpiredReveals deletes rows whose time has passed.
+//
+// # One sealing key
+//
+// <schema>.sealing_key records the fingerprint (keys.Fingerprint, never the
+// key) of the key every worker must seal under. CheckSealingKey records it
+// on first use, refuses a worker with another key, and moves it on a
+// rotation (a new key with the recorded one as the Sealer's previous key);
+// Reseal then seals what waits again under the new key.
 //
 // # Audit
 //

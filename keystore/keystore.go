@@ -353,7 +353,8 @@ func isPgCode(err error, code string) bool {
 type queries struct {
 	insertEvent, insertKey, existingSignup, insertReveal,
 	info, list, revoke, keyExists, lockForRotate, scheduleRevoke,
-	reveal, revealExpired, verifyLookup, touch, purge, pendingReveal string
+	reveal, revealExpired, verifyLookup, touch, purge, pendingReveal,
+	recordSealingKey, lockSealingKey, rotateSealingKey, resealBatch, resealUpdate string
 }
 
 const infoColumns = `k.id, k.user_id::text, k.name, k.prefix, k.last4, k.source, k.created_at,
@@ -405,7 +406,7 @@ func newQueries(schema string) queries {
 				 WHERE r.key_id = (
 					SELECT r2.key_id FROM {schema}.key_reveals r2
 					  JOIN {schema}.api_keys k2 ON k2.id = r2.key_id
-					 WHERE r2.user_id = $1::uuid AND r2.expires_at > $2
+					 WHERE r2.user_id = $1::uuid AND k2.user_id = r2.user_id AND r2.expires_at > $2
 					   AND (k2.revoked_at IS NULL OR k2.revoked_at > $2)
 					   AND (k2.expires_at IS NULL OR k2.expires_at > $2)
 					 ORDER BY r2.created_at, r2.key_id
@@ -427,6 +428,18 @@ func newQueries(schema string) queries {
 			SELECT $1, 'reveal_expired', d.key_id, d.user_id, 'worker', jsonb_build_object('reveal_expired_at', d.expires_at)
 			  FROM d`),
 		pendingReveal: r(`SELECT expires_at FROM {schema}.key_reveals WHERE key_id = $1`),
+		recordSealingKey: r(`INSERT INTO {schema}.sealing_key (fingerprint, recorded_at) VALUES ($1, $2)
+			ON CONFLICT (id) DO NOTHING`),
+		lockSealingKey: r(`SELECT fingerprint, recorded_at FROM {schema}.sealing_key FOR UPDATE`),
+		rotateSealingKey: r(`UPDATE {schema}.sealing_key
+			SET fingerprint = $1, previous_fingerprint = $2, recorded_at = $3, rotated_at = $3`),
+		// Rows whose user is not the key's are never revealed: left alone.
+		resealBatch: r(`SELECT r.key_id, k.user_id::text, r.sealed
+			FROM {schema}.key_reveals r JOIN {schema}.api_keys k ON k.id = r.key_id AND k.user_id = r.user_id
+			WHERE r.key_id > $1 ORDER BY r.key_id LIMIT $2
+			FOR UPDATE OF r`),
+		resealUpdate: r(`UPDATE {schema}.key_reveals r SET sealed = v.sealed
+			FROM unnest($1::text[], $2::bytea[]) AS v(key_id, sealed) WHERE r.key_id = v.key_id`),
 	}
 }
 

@@ -56,10 +56,13 @@ func (r Revealed) LogValue() slog.Value {
 // Reveal hands userID the oldest key waiting to be picked up: in one
 // transaction on db it deletes the sealed secret (a pending one, whose
 // pick-up window has not passed, of a key neither revoked nor expired),
-// opens it, and records a 'revealed' event. A key is therefore revealed at
-// most once, even to concurrent callers; if opening fails (a different
-// sealing key, a damaged box) nothing is deleted and the error wraps
-// keys.ErrOpen.
+// opens it, and records a 'revealed' event. Only a secret whose row names
+// the key's own user is handed out, and the box must open for that key and
+// user. A key is therefore revealed at most once, even to concurrent
+// callers; if opening fails nothing is deleted and the error wraps
+// keys.ErrOpen, and also keys.ErrSealedUnderAnotherKey when the box was
+// sealed under a sealing key the Store's Sealer does not hold (its message
+// names the fingerprints; no retry can open it).
 //
 // When nothing waits it returns an error wrapping ErrNothingToReveal, which
 // is ErrRevealExpired when a pick-up window has passed but the secret is not
@@ -90,7 +93,7 @@ func (s *Store) Reveal(ctx context.Context, db Beginner, userID string, a Audit)
 		if err != nil {
 			return fmt.Errorf("revealing key of user %s: %w", userID, err)
 		}
-		plain, err := s.sealer.Open(info.ID, sealed)
+		plain, err := s.sealer.Open(info.ID, info.UserID, sealed)
 		if err != nil {
 			return fmt.Errorf("revealing key %s: %w", info.ID, err)
 		}

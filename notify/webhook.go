@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -44,8 +45,15 @@ const (
 
 // WebhookConfig configures a Webhook.
 type WebhookConfig struct {
-	// URL receives the notices as POST requests; http or https. Required.
+	// URL receives the notices as POST requests; https, or http to this
+	// machine (a loopback host) unless AllowHTTP. Required.
 	URL string
+
+	// AllowHTTP permits an http:// URL to a host other than this machine,
+	// where the notices (key id, user id, pick-up link) and their
+	// signatures would cross the network unencrypted. Defaults to false:
+	// such a URL is refused.
+	AllowHTTP bool
 
 	// Secret signs the requests: "whsec_" followed by the base64 of 24 to
 	// 64 random bytes, as the Standard Webhooks specification describes.
@@ -102,6 +110,9 @@ func (c WebhookConfig) validate() error {
 	if u.Host == "" || u.Hostname() == "" {
 		return errors.New("URL must have a host")
 	}
+	if u.Scheme == "http" && !c.AllowHTTP && !IsLoopbackHost(u.Hostname()) {
+		return fmt.Errorf("URL is http:// to %s, which is not this machine: the notices would cross the network unencrypted; use https://, or set AllowHTTP to send them in plaintext anyway", u.Hostname())
+	}
 	if _, err := decodeWebhookSecret(c.Secret); err != nil {
 		return fmt.Errorf("Secret %w", err)
 	}
@@ -112,6 +123,16 @@ func (c WebhookConfig) validate() error {
 		return errors.New("UserAgent must not contain control characters")
 	}
 	return nil
+}
+
+// IsLoopbackHost reports whether host (a URL's Hostname) is this machine:
+// "localhost" or a loopback address. Other names are not resolved.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // decodeWebhookSecret returns the key bytes of a "whsec_" secret. Its errors

@@ -544,6 +544,13 @@ func TestNewWebhookValidation(t *testing.T) {
 		{"negative timeout", notify.WebhookConfig{URL: "https://h/k", Secret: good, Timeout: -time.Second}, "Timeout must be between 1ms and 5m0s, got -1s"},
 		{"huge timeout", notify.WebhookConfig{URL: "https://h/k", Secret: good, Timeout: time.Hour}, "Timeout must be between"},
 		{"user agent CRLF", notify.WebhookConfig{URL: "https://h/k", Secret: good, UserAgent: "a\r\nX: y"}, "UserAgent"},
+		// Plain http leaves this machine only when explicitly allowed.
+		{"http to a remote host", notify.WebhookConfig{URL: "http://hooks.example.com/k", Secret: good}, "URL is http:// to hooks.example.com, which is not this machine"},
+		{"http to a remote address", notify.WebhookConfig{URL: "http://203.0.113.9:8080/k", Secret: good}, "set AllowHTTP"},
+		{"http to a remote host, allowed", notify.WebhookConfig{URL: "http://hooks.example.com/k", Secret: good, AllowHTTP: true}, ""},
+		{"http to localhost", notify.WebhookConfig{URL: "http://localhost:9000/k", Secret: good}, ""},
+		{"http to 127.0.0.1", notify.WebhookConfig{URL: "http://127.0.0.1:9000/k", Secret: good}, ""},
+		{"http to ::1", notify.WebhookConfig{URL: "http://[::1]:9000/k", Secret: good}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -49,6 +49,12 @@ const (
 // waiting (already picked up, expired, or never made).
 var ErrNothingToReveal = errors.New("nothing to reveal")
 
+// ErrSealedUnderAnotherKey is what a RevealFunc returns (wrapped) when the
+// waiting key was sealed under a sealing key this worker does not hold: the
+// answer is 500 with code "sealed_under_another_key", which says that
+// retrying cannot help.
+var ErrSealedUnderAnotherKey = errors.New("sealed under another sealing key")
+
 // ErrTokenExpired is what a TokenFunc returns (wrapped) for an expired token,
 // so the client is told to refresh rather than that the token is forged.
 var ErrTokenExpired = errors.New("token expired")
@@ -662,6 +668,11 @@ func (s *Server) reveal(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrNothingToReveal):
 		s.cfg.OnReveal("nothing")
 		writeError(w, http.StatusNotFound, "nothing_to_reveal", "no key is waiting to be picked up: it was already revealed, it expired, or none was made yet")
+		return
+	case errors.Is(err, ErrSealedUnderAnotherKey):
+		s.cfg.OnReveal("error")
+		s.cfg.Logger.Error("reveal failed: the key is sealed under another sealing key", "component", "http", "user_id", userID, "error", err)
+		writeError(w, http.StatusInternalServerError, "sealed_under_another_key", "the key waiting for you was sealed under another sealing key than this server's, so it cannot be opened here and retrying will not help; nothing was lost: the operator must run keyworker with that key")
 		return
 	case err != nil:
 		s.cfg.OnReveal("error")

@@ -39,7 +39,7 @@ func init() {
 		{name: "replay", args: "[--since T] [--until T] [--dry-run]", summary: "enqueue keys for eligible users that have none (signups the worker missed)", run: cmdReplay, extraFlags: replayFlags},
 		{name: "trace", args: "USER_ID [--json]", summary: "print one user's history: signup seen, jobs and their attempts, key, notices, pick-up", run: cmdTrace, extraFlags: traceFlags},
 		{name: "status", summary: "show mode, slot lag, checkpoint, queue depth and the last signup seen", run: cmdStatus, extraFlags: statusFlags},
-		{name: "keys", args: "create|list|revoke|rotate|verify ...", summary: "operate on keys (`worker keys help`)", run: cmdKeys},
+		{name: "keys", args: "create|list|revoke|rotate|verify|reseal ...", summary: "operate on keys (`worker keys help`)", run: cmdKeys},
 		{name: "demo", summary: "run everything against a throwaway Postgres and show a key made, delivered and picked up", run: cmdDemo, extraFlags: demoFlags},
 		{name: "bench", summary: "measure signup throughput and key latency against the trigger it replaces", run: cmdBench, extraFlags: benchFlags},
 		{name: "version", summary: "print the version", run: cmdVersion},
@@ -162,9 +162,18 @@ func newLogger(e env, v *values) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
 }
 
+// warnFlagSecrets logs a warning for each secret given as a flag.
+func warnFlagSecrets(logger *slog.Logger, v *values) {
+	for _, w := range v.flagSecretWarnings() {
+		logger.Warn(w, "component", "cli")
+	}
+}
+
 // connect opens a pool on DATABASE_URL and pings it, with errors that never
-// show the password.
-func connect(ctx context.Context, v *values) (*pgxpool.Pool, error) {
+// show the password. It warns (on stderr, as a log line) about secrets given
+// as flags and about a connection to another machine whose server
+// certificate is not verified.
+func connect(ctx context.Context, e env, v *values) (*pgxpool.Pool, error) {
 	url, err := v.require("DATABASE_URL", "set it to your database's direct connection string, e.g. postgres://postgres:<password>@db.<ref>.supabase.co:5432/postgres")
 	if err != nil {
 		return nil, &usageError{err.Error()}
@@ -178,6 +187,12 @@ func connect(ctx context.Context, v *values) (*pgxpool.Pool, error) {
 	// transaction pooler.
 	if err := listener.CheckDirect(url); err != nil {
 		return nil, &usageError{err.Error()}
+	}
+	if logger, err := newLogger(e, v); err == nil {
+		warnFlagSecrets(logger, v)
+		if w := listener.CheckTLS(url); w != "" {
+			logger.Warn(w, "component", "cli")
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -8,9 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
@@ -31,6 +34,10 @@ actions:
   verify [KEY]
         check a key (read from stdin when not given, which keeps it out of
         your shell history) and print its status, user and id
+  reseal [--batch 500]
+        after a sealing key rotation, seal every key waiting for pick-up
+        again under KEYWORKER_SEALING_KEY (opening each with it or with
+        KEYWORKER_SEALING_KEY_PREVIOUS), in transactions of --batch keys
 
 Every action also takes the database settings (--database-url, --schema, ...).
 `
@@ -40,7 +47,7 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(e.stdout, keysUsage)
 		if len(args) == 0 {
-			return &usageError{"worker keys needs an action: create, list, revoke, rotate or verify"}
+			return &usageError{"worker keys needs an action: create, list, revoke, rotate, verify or reseal"}
 		}
 		return nil
 	}
@@ -55,6 +62,7 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 		asJSON    = sub.Bool("json", false, "print JSON")
 		at        = sub.String("at", "", "when the revocation takes effect (RFC 3339; default now)")
 		overlap   = sub.Duration("overlap", 24*time.Hour, "how long the old key keeps working after a rotation")
+		batch     = sub.Int("batch", keystore.DefaultResealBatch, "how many waiting keys one reseal transaction handles")
 	)
 	sub.Usage = func() { fmt.Fprint(sub.Output(), keysUsage) }
 	// The sub-command takes the settings again, so flags may follow the action.
@@ -81,7 +89,19 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 		if err != nil {
 			return &usageError{"KEYWORKER_SEALING_KEY: " + err.Error()}
 		}
-		sealer, _ = keys.NewSealer(raw)
+		var previous [][]byte
+		if p := v.str("KEYWORKER_SEALING_KEY_PREVIOUS"); p != "" {
+			prev, err := keys.ParseSealingKey(p)
+			if err != nil {
+				return &usageError{"KEYWORKER_SEALING_KEY_PREVIOUS: " + err.Error()}
+			}
+			previous = append(previous, prev)
+		}
+		if sealer, err = keys.NewSealer(raw, previous...); err != nil {
+			return &usageError{"KEYWORKER_SEALING_KEY_PREVIOUS: " + err.Error()}
+		}
+	} else if action == "reseal" {
+		return &usageError{"worker keys reseal needs KEYWORKER_SEALING_KEY (the new key) and, after a rotation, KEYWORKER_SEALING_KEY_PREVIOUS (the old one)"}
 	} else {
 		// Manual keys are printed, not sealed: any sealer will do.
 		gen, _ := keys.GenerateSealingKey()
@@ -99,7 +119,7 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	audit := keystore.Audit{Actor: keystore.ActorOperator, Detail: map[string]any{"via": "worker keys " + action}}
 
 	switch action {
-	case "create", "list", "revoke", "rotate", "verify":
+	case "create", "list", "revoke", "rotate", "verify", "reseal":
 	default:
 		fmt.Fprint(e.stderr, keysUsage)
 		return &usageError{fmt.Sprintf("unknown keys action %q", action)}
@@ -107,13 +127,15 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if action == "verify" && len(pos) == 0 && e.stdin == nil {
 		return &usageError{"worker keys verify needs a key on stdin or as an argument"}
 	}
-	pool, err := connect(ctx, v)
+	pool, err := connect(ctx, e, v)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 
 	switch action {
+	case "reseal":
+		return reseal(ctx, e, store, pool, *batch, audit)
 	case "create":
 		if *user == "" {
 			return &usageError{"worker keys create needs --user <uuid>"}
@@ -232,4 +254,48 @@ func fmtTime(t *time.Time) string {
 		return "-"
 	}
 	return t.Local().Format(time.DateTime)
+}
+
+// reseal checks the sealing key against the database's record (moving it on
+// a rotation), re-seals every waiting key under the current key, and
+// reports the counts. Keys it cannot open make it fail, naming the
+// fingerprints that sealed them.
+func reseal(ctx context.Context, e env, store *keystore.Store, pool *pgxpool.Pool, batch int, audit keystore.Audit) error {
+	chk, err := store.CheckSealingKey(ctx, pool)
+	if errors.Is(err, keystore.ErrSealingKeyMismatch) {
+		return fmt.Errorf("KEYWORKER_SEALING_KEY: %w (KEYWORKER_SEALING_KEY_PREVIOUS)", err)
+	}
+	if err != nil {
+		return err
+	}
+	if chk.RotatedFrom != "" {
+		fmt.Fprintf(e.stderr, "sealing key rotated: the database now records fingerprint %s (was %s)\n", chk.Fingerprint, chk.RotatedFrom)
+	}
+	res, err := store.Reseal(ctx, pool, keystore.ResealOptions{
+		BatchSize: batch,
+		Audit:     audit,
+		Progress: func(r keystore.ResealResult) {
+			fmt.Fprintf(e.stderr, "  %d re-sealed, %d already under the current key, %d that no key opens\n", r.Resealed, r.Current, r.Failed)
+		},
+	})
+	if errors.Is(err, keystore.ErrInvalid) {
+		return &usageError{fmt.Sprintf("--batch: %v", err)}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "re-sealed %d waiting keys under the sealing key of fingerprint %s; %d were under it already\n", res.Resealed, chk.Fingerprint, res.Current)
+	if res.Failed == 0 {
+		fmt.Fprintln(e.stdout, "every waiting key opens with KEYWORKER_SEALING_KEY alone: once every replica runs with it, KEYWORKER_SEALING_KEY_PREVIOUS can go")
+		return nil
+	}
+	var by []string
+	for fp, n := range res.FailedBy {
+		if fp == "" {
+			fp = "unrecorded (sealed before fingerprints)"
+		}
+		by = append(by, fmt.Sprintf("%d under %s", n, fp))
+	}
+	slices.Sort(by)
+	return fmt.Errorf("%d waiting keys open under none of the sealing keys given (%s), and were left as they were: run again with the key that sealed them as KEYWORKER_SEALING_KEY_PREVIOUS, or they expire unrevealed", res.Failed, strings.Join(by, "; "))
 }

@@ -29,7 +29,7 @@ func cmdMigrate(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		return &usageError{err.Error()}
 	}
-	pool, err := connect(ctx, v)
+	pool, err := connect(ctx, e, v)
 	if err != nil {
 		return err
 	}

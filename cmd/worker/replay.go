@@ -68,7 +68,7 @@ func cmdReplay(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	opts.DryRun = fs.Lookup("dry-run").Value.String() == "true"
 	asJSON := fs.Lookup("json").Value.String() == "true"
 
-	pool, err := connect(ctx, v)
+	pool, err := connect(ctx, e, v)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 
@@ -68,6 +69,11 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 	if cfg.SealingKey, err = keys.ParseSealingKey(sealing); err != nil {
 		return cfg, fmt.Errorf("KEYWORKER_SEALING_KEY: %w", err)
 	}
+	if prev := v.str("KEYWORKER_SEALING_KEY_PREVIOUS"); prev != "" {
+		if cfg.PreviousSealingKey, err = keys.ParseSealingKey(prev); err != nil {
+			return cfg, fmt.Errorf("KEYWORKER_SEALING_KEY_PREVIOUS: %w", err)
+		}
+	}
 	if s := v.str("KEYWORKER_JWT_SECRET"); s != "" {
 		cfg.Tokens.JWTSecret = []byte(s)
 	}
@@ -101,6 +107,12 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 	cfg.Webhook = notify.WebhookConfig{URL: v.str("KEYWORKER_WEBHOOK_URL"), Secret: v.str("KEYWORKER_WEBHOOK_SECRET")}
 	if (cfg.Webhook.URL == "") != (cfg.Webhook.Secret == "") {
 		return cfg, fmt.Errorf("KEYWORKER_WEBHOOK_URL and KEYWORKER_WEBHOOK_SECRET go together: set both (the secret is whsec_ followed by base64, e.g. whsec_$(openssl rand -base64 32))")
+	}
+	if cfg.Webhook.AllowHTTP, err = v.boolean("KEYWORKER_WEBHOOK_ALLOW_HTTP"); err != nil {
+		return cfg, err
+	}
+	if u, err := url.Parse(cfg.Webhook.URL); err == nil && u.Scheme == "http" && !cfg.Webhook.AllowHTTP && !notify.IsLoopbackHost(u.Hostname()) {
+		return cfg, fmt.Errorf("KEYWORKER_WEBHOOK_URL is http:// to %s, which is not this machine: the notices (key id, user id, pick-up link) would cross the network unencrypted; use https://, or set KEYWORKER_WEBHOOK_ALLOW_HTTP=true to send them in plaintext anyway", u.Hostname())
 	}
 	cfg.SMTP = notify.SMTPConfig{URL: v.str("KEYWORKER_SMTP_URL"), From: v.str("KEYWORKER_MAIL_FROM")}
 	if cfg.SMTP.URL != "" && cfg.SMTP.From == "" {
@@ -161,6 +173,7 @@ func cmdRun(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
+	warnFlagSecrets(logger, v)
 	cfg, err := daemonConfig(v, logger, e.readFile)
 	if err != nil {
 		return &usageError{err.Error()}

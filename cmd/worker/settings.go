@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -42,7 +44,8 @@ var settings = []setting{
 	{env: "KEYWORKER_KEY_PREFIX", flag: "key-prefix", def: "sk", help: `key prefix: lowercase letters, digits and "_" (e.g. acme_live)`, groups: []string{"run", "keys"}},
 	{env: "KEYWORKER_KEY_TTL", flag: "key-ttl", def: "0", help: "lifetime of signup keys (e.g. 8760h); 0 means they do not expire", groups: []string{"run"}},
 	{env: "KEYWORKER_REVEAL_TTL", flag: "reveal-ttl", def: "168h", help: "how long a new key waits for its one pick-up", groups: []string{"run", "keys"}},
-	{env: "KEYWORKER_SEALING_KEY", flag: "sealing-key", help: "32 bytes, base64 (openssl rand -base64 32): seals secrets waiting for pick-up; keep it out of the database", secret: true, groups: []string{"run", "keys"}},
+	{env: "KEYWORKER_SEALING_KEY", flag: "sealing-key", help: "32 bytes, base64 (openssl rand -base64 32 > a file, once): seals secrets waiting for pick-up; keep it out of the database, the same on every replica (its fingerprint is recorded and another key is refused)", secret: true, groups: []string{"run", "keys"}},
+	{env: "KEYWORKER_SEALING_KEY_PREVIOUS", flag: "sealing-key-previous", help: "while rotating the sealing key: the key KEYWORKER_SEALING_KEY replaces; it still opens what it sealed until `worker keys reseal`", secret: true, groups: []string{"run", "keys"}},
 	{env: "KEYWORKER_JWT_SECRET", flag: "jwt-secret", help: "Supabase JWT secret (HS256) that signs users' access tokens, for key pick-up", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_JWKS_URL", flag: "jwks-url", help: "Supabase JWKS URL (asymmetric signing keys), e.g. https://<ref>.supabase.co/auth/v1/.well-known/jwks.json", groups: []string{"run"}},
 	{env: "KEYWORKER_JWT_AUDIENCE", flag: "jwt-audience", def: "authenticated", help: "required aud claim of access tokens", groups: []string{"run"}},
@@ -60,6 +63,7 @@ var settings = []setting{
 	{env: "KEYWORKER_DASHBOARD_PASSWORD", flag: "dashboard-password", help: "River UI basic-auth password", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_DASHBOARD_TOKEN", flag: "dashboard-token", help: "River UI bearer token (alternative to user/password)", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_WEBHOOK_URL", flag: "webhook-url", help: "notice webhook (Standard Webhooks), called once per new key", groups: []string{"run"}},
+	{env: "KEYWORKER_WEBHOOK_ALLOW_HTTP", flag: "webhook-allow-http", def: "false", help: "allow an http:// KEYWORKER_WEBHOOK_URL to a host other than this machine (notices cross the network unencrypted)", groups: []string{"run"}},
 	{env: "KEYWORKER_WEBHOOK_SECRET", flag: "webhook-secret", help: "whsec_<base64> secret that signs webhook calls", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_SMTP_URL", flag: "smtp-url", help: "notice email server, smtp://user:pass@host:587 (STARTTLS) or smtps://...:465", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_MAIL_FROM", flag: "mail-from", help: "From address of notice emails", groups: []string{"run"}},
@@ -210,6 +214,37 @@ func (v *values) require(env, why string) (string, error) {
 	}
 	return v.v[env], nil
 }
+
+// flagSecretWarnings returns one warning for each secret given as a flag,
+// which every user of the machine can read in `ps` and /proc/<pid>/cmdline.
+// A connection string counts only when it carries a password.
+func (v *values) flagSecretWarnings() []string {
+	var out []string
+	for _, s := range settings {
+		if !s.secret || v.source[s.env] != "flag" || v.v[s.env] == "" {
+			continue
+		}
+		if (s.env == "DATABASE_URL" || s.env == "KEYWORKER_SMTP_URL") && !hasPassword(v.v[s.env]) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("--%s puts a secret on the command line, where other users of this machine can read it (ps, /proc/<pid>/cmdline): set %s, or %s_FILE to a file only the worker can read, instead", s.flag, s.env, s.env))
+	}
+	return out
+}
+
+// hasPassword reports whether a connection string (URL or key=value form)
+// carries a password.
+func hasPassword(conn string) bool {
+	if u, err := url.Parse(conn); err == nil && u.Scheme != "" && u.Host != "" {
+		if _, ok := u.User.Password(); ok {
+			return true
+		}
+		return u.Query().Has("password")
+	}
+	return passwordKV.MatchString(conn)
+}
+
+var passwordKV = regexp.MustCompile(`(^|\s)password\s*=`)
 
 // printSettingsTable writes the Markdown table of every setting.
 func printSettingsTable(w io.Writer) {

@@ -49,7 +49,7 @@ func cmdStatus(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if err != nil {
 		return &usageError{err.Error()}
 	}
-	pool, err := connect(ctx, v)
+	pool, err := connect(ctx, e, v)
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ func cmdTrace(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if err != nil {
 		return &usageError{err.Error()}
 	}
-	pool, err := connect(ctx, v)
+	pool, err := connect(ctx, e, v)
 	if err != nil {
 		return err
 	}
