@@ -113,12 +113,13 @@ type Config struct {
 
 	// ReconcileInterval, JobRetention: see jobs.Config.
 	ReconcileInterval, JobRetention time.Duration
-	// KeyWorkers and NoticeWorkers are how many create-key and notice jobs
-	// run at once; JobTimeout bounds one attempt. See jobs.Config for their
-	// defaults. The connection pool grows to fit the workers unless
-	// DatabaseURL sets pool_max_conns.
-	KeyWorkers, NoticeWorkers int
-	JobTimeout                time.Duration
+	// KeyWorkers and NoticeWorkers are how many create-keys and notice
+	// jobs (batches) run at once, NoticeConcurrency how many sends one
+	// notice job makes at once; JobTimeout bounds one attempt. See
+	// jobs.Config for their defaults. The connection pool grows to fit the
+	// workers unless DatabaseURL sets pool_max_conns.
+	KeyWorkers, NoticeWorkers, NoticeConcurrency int
+	JobTimeout                                   time.Duration
 	// RetryPolicy, FetchPollInterval and FetchCooldown tune River: when a
 	// failed job runs again, and how often it looks for jobs. See
 	// jobs.Config; they default to River's defaults.
@@ -409,6 +410,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		CompletedJobRetention: cfg.JobRetention,
 		KeyWorkers:            cfg.KeyWorkers,
 		NoticeWorkers:         cfg.NoticeWorkers,
+		NoticeConcurrency:     cfg.NoticeConcurrency,
 		JobTimeout:            cfg.JobTimeout,
 		RetryPolicy:           cfg.RetryPolicy,
 		FetchPollInterval:     cfg.FetchPollInterval,

@@ -151,6 +151,9 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 	if cfg.NoticeWorkers, err = v.integer("KEYWORKER_NOTICE_WORKERS", 1, 1000); err != nil {
 		return cfg, err
 	}
+	if cfg.NoticeConcurrency, err = v.integer("KEYWORKER_NOTICE_CONCURRENCY", 1, 1000); err != nil {
+		return cfg, err
+	}
 	if cfg.JobTimeout, err = v.duration("KEYWORKER_JOB_TIMEOUT"); err != nil {
 		return cfg, err
 	}
