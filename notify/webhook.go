@@ -66,13 +66,29 @@ type WebhookConfig struct {
 
 	// Client sends the requests. Redirects are never followed (a 3xx is a
 	// permanent failure): the Webhook uses a copy of Client with its own
-	// CheckRedirect. Defaults to a client on http.DefaultTransport.
+	// CheckRedirect. Defaults to a client on a copy of
+	// http.DefaultTransport that keeps up to WebhookIdleConns idle
+	// connections to the receiver (http.DefaultTransport keeps 2, so
+	// concurrent notices opened and closed a connection each).
 	Client *http.Client
 
 	// UserAgent is sent as the User-Agent header. Defaults to
 	// DefaultUserAgent ("keyworker").
 	UserAgent string
 }
+
+// WebhookIdleConns is how many idle connections to the receiver the default
+// client keeps: as many as notices are sent at once, and some.
+const WebhookIdleConns = 128
+
+// webhookTransport is the default client's transport, shared by every
+// Webhook so that connections are reused across jobs.
+var webhookTransport = func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = WebhookIdleConns
+	t.MaxIdleConnsPerHost = WebhookIdleConns
+	return t
+}()
 
 func (c WebhookConfig) withDefaults() WebhookConfig {
 	if c.Timeout == 0 {
@@ -81,7 +97,7 @@ func (c WebhookConfig) withDefaults() WebhookConfig {
 	if c.UserAgent == "" {
 		c.UserAgent = DefaultUserAgent
 	}
-	client := &http.Client{}
+	client := &http.Client{Transport: webhookTransport}
 	if c.Client != nil {
 		copied := *c.Client
 		client = &copied
