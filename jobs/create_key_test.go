@@ -539,3 +539,37 @@ func TestStopCancelsJobsStillRunningAtTheDeadline(t *testing.T) {
 		t.Fatalf("the interrupted notice job is %s at attempt %d, want available at 0", state, attempt)
 	}
 }
+
+// TestBatchLooksAgainForUsersItCannotSeeYet: logical decoding streams a
+// signup's commit a moment before other transactions can see the row, so a
+// batch may run before its user is visible. Staged here by enqueueing a user
+// that is inserted only after the batch first looked: the batch looks again
+// and makes the key, instead of recording user_missing for a user who exists.
+func TestBatchLooksAgainForUsersItCannotSeeYet(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil)
+	ctx := context.Background()
+	seen := f.newUser(t, "")
+	late := userID(userSeq.Add(1))
+	f.enqueueUsers(t, seen, late)
+	f.start(t)
+	// The first look makes the visible user's key; then the late user
+	// commits.
+	eventually(t, 15*time.Second, func() (bool, string) {
+		return count(t, f.db, `SELECT count(*) FROM keyworker.api_keys WHERE user_id = $1`, seen) == 1, "the visible user's key"
+	})
+	if _, err := f.db.Exec(ctx, `INSERT INTO auth.users (id, email, created_at) VALUES ($1, $2, now())`, late, emailOf(late)); err != nil {
+		t.Fatal(err)
+	}
+	f.waitJobs(t, jobs.KindCreateKeys, rivertype.JobStateCompleted, 1, 15*time.Second)
+	if got := f.events(t, "user_id = $1", late); !slices.Equal(got, []string{"created"}) {
+		t.Fatalf("late user's events %v, want created (and no user_missing)", got)
+	}
+	// A user who never appears is recorded missing after the last look.
+	never := userID(userSeq.Add(1))
+	f.enqueueUsers(t, never)
+	f.waitJobs(t, jobs.KindCreateKeys, rivertype.JobStateCompleted, 2, 20*time.Second)
+	if got := f.events(t, "user_id = $1", never); !slices.Equal(got, []string{"skipped:user_missing"}) {
+		t.Fatalf("missing user's events %v, want one user_missing", got)
+	}
+}

@@ -27,6 +27,12 @@ const (
 	OutcomeKeyExists = "key_exists"
 	// OutcomeMalformed: the id given is not a uuid; nothing was looked up.
 	OutcomeMalformed = "malformed_user_id"
+	// OutcomeNotVisible: with SignupBatch.DeferMissing, a user this
+	// transaction cannot see; no event was written, so the caller may ask
+	// again. (Logical decoding streams a commit as soon as its WAL record is
+	// flushed, a moment before other transactions can see it: a batch that
+	// follows the stream closely can miss a user who is there.)
+	OutcomeNotVisible = "not_visible"
 	// users.ReasonMissing, users.ReasonDeleted and users.ReasonAnonymous are
 	// the other outcomes.
 )
@@ -50,6 +56,10 @@ type SignupBatch struct {
 	ExpiresAt *time.Time
 	// Audit names the job that asks; its Detail goes into every event.
 	Audit Audit
+	// DeferMissing reports a user the users table does not show as
+	// OutcomeNotVisible, with no event, instead of recording
+	// users.ReasonMissing: for a caller that will look again.
+	DeferMissing bool
 }
 
 // SignupOutcome is what CreateSignupKeysTx did for one user.
@@ -154,7 +164,7 @@ func (s *Store) CreateSignupKeysTx(ctx context.Context, tx pgx.Tx, b SignupBatch
 		revealAt := now.Add(s.ttl)
 		args := []any{ids, keyIDs, hashes, salts, last4s, boxes, s.prefix, now, b.ExpiresAt, revealAt,
 			nullableInt64(b.Audit.JobID), nullableInt64(int64(b.Audit.Attempt)), actor, string(detail),
-			keys.HashVersion, expText, jsonTime(revealAt)}
+			keys.HashVersion, expText, jsonTime(revealAt), b.DeferMissing}
 		q := s.signupBatchQuery(b.Table, b.IncludeAnonymous)
 		for attempt := 1; ; attempt++ {
 			out, err = s.runSignupBatch(ctx, tx, q, args)
@@ -210,7 +220,7 @@ func (s *Store) runSignupBatch(ctx context.Context, tx pgx.Tx, q string, args []
 // (sorted), $2..$6 per-user key id, hash, salt, last 4 and sealed secret,
 // $7 prefix, $8 now, $9 key expiry, $10 reveal expiry, $11 job id, $12
 // attempt, $13 actor, $14 audit detail, $15 hash version, $16 and $17 the
-// two expiries as JSON text.
+// two expiries as JSON text, $18 DeferMissing.
 func (s *Store) signupBatchQuery(t users.Table, includeAnonymous bool) string {
 	t = t.WithDefaults()
 	r := strings.NewReplacer("{schema}", pgx.Identifier{s.schema}.Sanitize(), "{users}", t.Ident(),
@@ -246,9 +256,10 @@ func (s *Store) signupBatchQuery(t users.Table, includeAnonymous bool) string {
 		            THEN $14::jsonb || jsonb_strip_nulls(jsonb_build_object('source', 'signup', 'name', 'default',
 		                 'prefix', $7::text, 'last4', o.last4, 'expires_at', $16::text, 'reveal_expires_at', $17::text))
 		            ELSE $14::jsonb || jsonb_build_object('reason', o.outcome) END
-		  FROM o ORDER BY o.user_id
+		  FROM o WHERE NOT ($18 AND o.outcome = 'user_missing') ORDER BY o.user_id
 	)
-	SELECT o.user_id::text, o.outcome, coalesce(o.key_id, ''), coalesce(o.last4, '') FROM o ORDER BY o.user_id`)
+	SELECT o.user_id::text, CASE WHEN $18 AND o.outcome = 'user_missing' THEN 'not_visible' ELSE o.outcome END,
+	       coalesce(o.key_id, ''), coalesce(o.last4, '') FROM o ORDER BY o.user_id`)
 }
 
 // jsonTime formats t as encoding/json does, for details written in SQL.
