@@ -217,6 +217,8 @@ type Daemon struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics.Registry
+	// keysCreated is keyworker_keys_created_total, set by registerMetrics.
+	keysCreated atomic.Pointer[metrics.Counter]
 	dbStats statsCache
 
 	pool    *pgxpool.Pool

@@ -198,22 +198,43 @@ func (s *Store) CreateSignupKeysTx(ctx context.Context, tx pgx.Tx, b SignupBatch
 
 // runSignupBatch runs the batch statement in a savepoint, so that a failure
 // (a user deleted meanwhile) leaves the caller's transaction usable for
-// another run.
+// another run. SAVEPOINT, the statement and RELEASE go in one round trip (a
+// pipeline); only a failure costs another.
 func (s *Store) runSignupBatch(ctx context.Context, tx pgx.Tx, q string, args []any) ([]SignupOutcome, error) {
-	var out []SignupOutcome
-	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
-		rows, err := sp.Query(ctx, q, args...)
-		if err != nil {
-			return err
+	b := &pgx.Batch{}
+	b.Queue(`SAVEPOINT keyworker_signup_batch`)
+	b.Queue(q, args...)
+	b.Queue(`RELEASE SAVEPOINT keyworker_signup_batch`)
+	br := tx.SendBatch(ctx, b)
+	out, err := func() ([]SignupOutcome, error) {
+		if _, err := br.Exec(); err != nil {
+			return nil, err
 		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (SignupOutcome, error) {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, err
+		}
+		out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (SignupOutcome, error) {
 			var o SignupOutcome
 			err := r.Scan(&o.UserID, &o.Outcome, &o.KeyID, &o.Last4)
 			return o, err
 		})
-		return err
-	})
-	return out, err
+		if err != nil {
+			return nil, err
+		}
+		_, err = br.Exec()
+		return out, err
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if _, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT keyworker_signup_batch`); rerr != nil {
+			return nil, fmt.Errorf("%w (and rolling back to the savepoint: %v)", err, rerr)
+		}
+		return nil, err
+	}
+	return out, nil
 }
 
 // signupBatchQuery is the one statement of a batch. Arguments: $1 user ids
