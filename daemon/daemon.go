@@ -219,7 +219,7 @@ type Daemon struct {
 	metrics *metrics.Registry
 	// keysCreated is keyworker_keys_created_total, set by registerMetrics.
 	keysCreated atomic.Pointer[metrics.Counter]
-	dbStats statsCache
+	dbStats     statsCache
 
 	pool    *pgxpool.Pool
 	store   *keystore.Store
