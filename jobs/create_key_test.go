@@ -16,6 +16,7 @@ import (
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keystore"
 	"github.com/keyworker/keyworker/notify"
+	"github.com/keyworker/keyworker/users"
 )
 
 // TestEachUserGetsOneKeyAndOneNotice is the main path: signups enqueued
@@ -571,5 +572,106 @@ func TestBatchLooksAgainForUsersItCannotSeeYet(t *testing.T) {
 	f.waitJobs(t, jobs.KindCreateKeys, rivertype.JobStateCompleted, 2, 20*time.Second)
 	if got := f.events(t, "user_id = $1", never); !slices.Equal(got, []string{"skipped:user_missing"}) {
 		t.Fatalf("missing user's events %v, want one user_missing", got)
+	}
+}
+
+// TestBatchNoticeRetrySendsOnlyWhatFailed: a batch of keys whose webhook
+// fails for some of them on the first attempt is retried, and the retry
+// calls the webhook only for the keys that were not delivered, each with the
+// same webhook-id; every key ends with exactly one 'notified' event.
+func TestBatchNoticeRetrySendsOnlyWhatFailed(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	failed := map[string]bool{} // webhook-ids refused once
+	hook := newHookServer(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("webhook-id")
+		mu.Lock()
+		defer mu.Unlock()
+		// Refuse every other key, once.
+		if id[len(id)-1]%2 == 0 && !failed[id] {
+			failed[id] = true
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{hook.sender(t, 5*time.Second)} })
+	const n = 30
+	ids := f.newUsers(t, n)
+	f.enqueueUsers(t, ids...)
+	f.start(t)
+	f.waitEvents(t, "notified", n, 20*time.Second)
+	f.waitIdle(t, 10*time.Second)
+
+	mu.Lock()
+	refused := len(failed)
+	mu.Unlock()
+	if refused == 0 || refused == n {
+		t.Fatalf("%d of %d keys refused on the first attempt; the test needs some of each", refused, n)
+	}
+	reqs, bad := hook.snapshot()
+	if len(bad) > 0 {
+		t.Fatalf("badly signed webhooks: %v", bad)
+	}
+	if len(reqs) != n+refused {
+		t.Fatalf("%d webhook calls, want %d: one per key and one more per refused key", len(reqs), n+refused)
+	}
+	calls := map[string]int{}
+	for _, r := range reqs {
+		calls[r.id]++
+	}
+	for id, c := range calls {
+		if want := map[bool]int{true: 2, false: 1}[failed[id]]; c != want {
+			t.Fatalf("%s called %d times, want %d", id, c, want)
+		}
+	}
+	if got := count(t, f.db, `SELECT count(*) FROM keyworker.river_job WHERE kind = $1 AND attempt = 2 AND state = 'completed'`, jobs.KindDeliverNotices); got != 1 {
+		t.Fatalf("%d notice jobs completed on their second attempt, want 1 (one job for the batch)", got)
+	}
+	if got := count(t, f.db, `SELECT count(*) FROM keyworker.key_events WHERE event = 'notify_failed'`); got != refused {
+		t.Fatalf("%d notify_failed events, want %d", got, refused)
+	}
+}
+
+// TestTraceTellsAUsersStory: TraceUser finds the batch job that made the
+// user's key (with its outcome for this user), the notice job, the key and
+// every event, and refuses what is not a user id.
+func TestTraceTellsAUsersStory(t *testing.T) {
+	t.Parallel()
+	hook := newHookServer(t, nil)
+	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{hook.sender(t, 5*time.Second)} })
+	ctx := context.Background()
+	ids := f.newUsers(t, 3)
+	f.enqueueUsers(t, ids...)
+	f.start(t)
+	f.waitEvents(t, "notified", 3, 20*time.Second)
+	f.waitIdle(t, 10*time.Second)
+
+	tr, err := jobs.TraceUser(ctx, f.db, "keyworker", users.Table{}, ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tr.UserExists || tr.SeenAt == nil || len(tr.Keys) != 1 || tr.Keys[0].Source != "signup" || !tr.Keys[0].PickupWaiting {
+		t.Fatalf("trace %+v", tr)
+	}
+	var kinds []string
+	for _, j := range tr.Jobs {
+		kinds = append(kinds, j.Kind)
+		if j.Kind == jobs.KindCreateKeys && (j.Outcome != "created "+tr.Keys[0].ID || j.BatchSize != 3 || j.Source != "signup") {
+			t.Fatalf("create-keys job in the trace: %+v", j)
+		}
+	}
+	if !slices.Equal(kinds, []string{jobs.KindCreateKeys, jobs.KindDeliverNotices}) {
+		t.Fatalf("jobs %v", kinds)
+	}
+	var evs []string
+	for _, e := range tr.Events {
+		evs = append(evs, e.Event)
+	}
+	if !slices.Equal(evs, []string{"created", "notified"}) || tr.Events[0].JobID == nil || *tr.Events[0].JobID != tr.Jobs[0].ID {
+		t.Fatalf("events %v (job of the first: %v)", evs, tr.Events[0].JobID)
+	}
+	if _, err := jobs.TraceUser(ctx, f.db, "keyworker", users.Table{}, "x'; --"); err == nil {
+		t.Fatal("a non-uuid was traced")
 	}
 }
