@@ -622,9 +622,13 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	f.resumeQueue(jobs.QueueKeys)
 	f.waitCount(30*time.Second, "keys for the unblocked users", len(notified), `SELECT count(*) FROM keyworker.api_keys`)
-	waitFor(t, 30*time.Second, "three notices hanging and the blocked batch running", func() (bool, error) {
+	waitFor(t, 45*time.Second, "three notices hanging and the blocked batch running", func() (bool, error) {
 		running := f.count(`SELECT count(*) FROM keyworker.river_job WHERE kind = $1 AND state = 'running'`, jobs.KindCreateKeys)
-		return hook.hangingNow() == len(notified) && running == 1, nil
+		if hanging := hook.hangingNow(); hanging != len(notified) || running != 1 {
+			return false, fmt.Errorf("%d notices hanging, %d create-keys jobs running; jobs: %s", hanging, running,
+				strings.Join(f.strings(`SELECT kind || ' ' || state::text || ' ' || attempt || ' ' || coalesce(errors[array_length(errors, 1)]->>'error', '') FROM keyworker.river_job ORDER BY id`), "; "))
+		}
+		return true, nil
 	})
 
 	began := time.Now()

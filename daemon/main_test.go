@@ -755,3 +755,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// strings returns the first column of query's rows.
+func (f *fixture) strings(query string, args ...any) []string {
+	f.t.Helper()
+	rows, err := f.db.Query(context.Background(), query, args...)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return []string{err.Error()}
+	}
+	return out
+}
