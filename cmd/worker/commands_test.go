@@ -154,8 +154,26 @@ func TestReplayFiftyThousandUsersEnqueuesEachOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(text, "available 50000") || !strings.Contains(text, "does not exist yet") {
+	if !strings.Contains(text, "available 50,") || !strings.Contains(text, "does not exist yet") {
 		t.Fatalf("status text:\n%s", text)
+	}
+
+	// worker trace finds a replayed user's job, and refuses a non-uuid.
+	var user string
+	if err := pool.QueryRow(ctx, `SELECT id::text FROM auth.users WHERE NOT is_anonymous AND deleted_at IS NULL LIMIT 1`).Scan(&user); err != nil {
+		t.Fatal(err)
+	}
+	trace, _, err := invoke(ctx, envv, "", "trace", user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"user " + user, "keyworker.create_keys available", "1000 in batch, source replay", "/riverui/jobs/", "keys (0)"} {
+		if !strings.Contains(trace, want) {
+			t.Fatalf("trace lacks %q:\n%s", want, trace)
+		}
+	}
+	if _, _, err := invoke(ctx, envv, "", "trace", "not-a-user"); err == nil || !strings.Contains(err.Error(), "is not a user id") {
+		t.Fatalf("trace of a non-uuid: %v", err)
 	}
 }
 
