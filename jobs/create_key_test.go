@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,17 +177,17 @@ func TestUsersWhoShouldNotHaveAKeyGetNone(t *testing.T) {
 	}
 	// The job's output says what became of each user.
 	var out struct {
-		Users       int               `json:"users"`
-		Created     map[string]string `json:"created"`
-		Skipped     map[string]string `json:"skipped"`
-		NoticeJobID int64             `json:"notice_job_id"`
+		Users        int               `json:"users"`
+		Created      map[string]string `json:"created"`
+		Skipped      map[string]string `json:"skipped"`
+		NoticeJobIDs []int64           `json:"notice_job_ids"`
 	}
 	var raw []byte
 	if err := f.db.QueryRow(ctx, `SELECT metadata->'output' FROM keyworker.river_job WHERE id = $1`, jobID).Scan(&raw); err != nil {
 		t.Fatal(err)
 	}
 	if err := json.Unmarshal(raw, &out); err != nil || out.Users != 9 || len(out.Created) != 3 || len(out.Skipped) != 6 ||
-		out.Skipped[keyed] != "key_exists" || out.Skipped[gone] != "user_missing" || out.NoticeJobID == 0 {
+		out.Skipped[keyed] != "key_exists" || out.Skipped[gone] != "user_missing" || len(out.NoticeJobIDs) != 1 {
 		t.Fatalf("job output %s (%v)", raw, err)
 	}
 	// Only the new keys get a notice; the existing key had its own.
@@ -674,4 +675,45 @@ func TestTraceTellsAUsersStory(t *testing.T) {
 	if _, err := jobs.TraceUser(ctx, f.db, "keyworker", users.Table{}, "x'; --"); err == nil {
 		t.Fatal("a non-uuid was traced")
 	}
+}
+
+// TestDeliveriesAreRecordedAsTheyHappen: while one notice of a batch hangs,
+// the deliveries of the others are already recorded, so a crash then would
+// not send them again.
+func TestDeliveriesAreRecordedAsTheyHappen(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var once sync.Once
+	var hanging atomic.Bool
+	hung := make(chan string, 1)
+	hook := newHookServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			hanging.Store(true)
+			hung <- r.Header.Get("webhook-id")
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			hanging.Store(false)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{hook.sender(t, 20*time.Second)} })
+	ids := f.newUsers(t, 5)
+	f.enqueueUsers(t, ids...)
+	f.start(t)
+	var hangingID string
+	select {
+	case hangingID = <-hung:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no notice was sent")
+	}
+	f.waitEvents(t, "notified", 4, 3*time.Second)
+	if !hanging.Load() {
+		t.Fatalf("the notice %s stopped hanging before the others were recorded", hangingID)
+	}
+	close(release)
+	f.waitEvents(t, "notified", 5, 10*time.Second)
 }

@@ -9,14 +9,14 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/keyworker/keyworker/keystore"
+	"github.com/keyworker/keyworker/users"
 )
 
-// Reasons recorded in 'skipped' events, besides the users package's
-// (user_missing, user_deleted, user_anonymous).
+// Reasons recorded in 'skipped' events.
 const (
-	ReasonUserMissing   = "user_missing"
-	ReasonUserDeleted   = "user_deleted"
-	ReasonUserAnonymous = "user_anonymous"
+	ReasonUserMissing   = users.ReasonMissing
+	ReasonUserDeleted   = users.ReasonDeleted
+	ReasonUserAnonymous = users.ReasonAnonymous
 	ReasonKeyExists     = keystore.OutcomeKeyExists
 	ReasonMalformedUser = keystore.OutcomeMalformed
 	ReasonKeyMissing    = "key_missing"
@@ -36,7 +36,10 @@ type createKeysWorker struct {
 }
 
 func (w *createKeysWorker) Work(ctx context.Context, job *river.Job[CreateKeysArgs]) error {
-	out, err := w.d.createKeys(ctx, job.ID, job.Attempt, KindCreateKeys, job.Args.UserIDs)
+	// Users found by a reconcile or replay were visible when found: one
+	// that is missing now was deleted. Only the stream's can be early.
+	recheck := job.Args.Source == "" || job.Args.Source == "signup"
+	out, err := w.d.createKeys(ctx, job.ID, job.Attempt, KindCreateKeys, job.Args.UserIDs, recheck)
 	if err != nil {
 		return err
 	}
@@ -54,7 +57,7 @@ type createKeyWorker struct {
 }
 
 func (w *createKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs]) error {
-	_, err := w.d.createKeys(ctx, job.ID, job.Attempt, KindCreateKey, []string{job.Args.UserID})
+	_, err := w.d.createKeys(ctx, job.ID, job.Attempt, KindCreateKey, []string{job.Args.UserID}, true)
 	return err
 }
 
@@ -67,8 +70,9 @@ type createKeysOutput struct {
 	// Skipped maps user id to why no key was made (key_exists,
 	// user_missing, user_deleted, user_anonymous, malformed_user_id).
 	Skipped map[string]string `json:"skipped,omitempty"`
-	// NoticeJobID is the DeliverNotices job of the new keys.
-	NoticeJobID int64 `json:"notice_job_id,omitempty"`
+	// NoticeJobIDs are the DeliverNotices jobs of the new keys (one per
+	// round; a second round looks again for users not yet visible).
+	NoticeJobIDs []int64 `json:"notice_job_ids,omitempty"`
 }
 
 // missingRechecks are the pauses before a batch looks again for users it
@@ -76,34 +80,59 @@ type createKeysOutput struct {
 // is flushed, a moment before other transactions see the row (measured here:
 // a batch 14 ms behind a signup on a loaded 2-core machine found no such
 // user); a user still missing after the last pause was deleted, and is
-// recorded as user_missing.
-var missingRechecks = []time.Duration{50 * time.Millisecond, 250 * time.Millisecond, time.Second, 3 * time.Second}
+// recorded as user_missing. Read only.
+var missingRechecks = [...]time.Duration{50 * time.Millisecond, 250 * time.Millisecond, time.Second, 3 * time.Second}
+
+// recheckMargin is the time a pause must leave before the job's deadline
+// for the final round.
+const recheckMargin = time.Second
 
 // createKeys is the batch: keys, sealed secrets, events and the notice job
-// in one transaction, then metrics and one log line. Users the batch cannot
-// see are looked for again, in a transaction of their own, after each of
-// missingRechecks.
-func (d *deps) createKeys(ctx context.Context, jobID int64, attempt int, kind string, userIDs []string) (createKeysOutput, error) {
+// in one transaction per round, then metrics and one log line. With
+// recheck, users the batch cannot see are looked for again, in a round of
+// their own, after each of missingRechecks (fewer when the job's deadline
+// is near).
+func (d *deps) createKeys(ctx context.Context, jobID int64, attempt int, kind string, userIDs []string, recheck bool) (createKeysOutput, error) {
 	started := time.Now()
 	out := createKeysOutput{Users: len(userIDs)}
-	var outcomes []keystore.SignupOutcome
+	var nCreated, nSkipped int
 	pending := userIDs
 	for round := 0; ; round++ {
-		final := round == len(missingRechecks)
+		final := !recheck || round == len(missingRechecks)
+		if !final {
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < missingRechecks[round]+recheckMargin {
+				final = true
+			}
+		}
 		got, noticeJob, err := d.createKeysTx(ctx, jobID, attempt, kind, pending, !final)
 		if err != nil {
-			return out, fmt.Errorf("creating the signup keys of %d users: %w", len(pending), err)
+			return out, err
 		}
-		if noticeJob != 0 && out.NoticeJobID == 0 {
-			out.NoticeJobID = noticeJob
+		if noticeJob != 0 {
+			out.NoticeJobIDs = append(out.NoticeJobIDs, noticeJob)
 		}
 		var unseen []string
 		for _, o := range got {
-			if o.Outcome == keystore.OutcomeNotVisible {
+			switch o.Outcome {
+			case keystore.OutcomeNotVisible:
 				unseen = append(unseen, o.UserID)
-				continue
+			case keystore.OutcomeCreated:
+				nCreated++
+				if out.Created == nil {
+					out.Created = make(map[string]string, len(got))
+				}
+				out.Created[o.UserID] = o.KeyID
+				d.logger.DebugContext(ctx, "api key created", "job_id", jobID, "user_id", o.UserID, "key_id", o.KeyID, "last4", o.Last4)
+				d.emit(Event{Kind: EventKeyCreated, KeyID: o.KeyID, UserID: o.UserID})
+			default:
+				nSkipped++
+				if out.Skipped == nil {
+					out.Skipped = map[string]string{}
+				}
+				out.Skipped[o.UserID] = o.Outcome
+				d.logger.DebugContext(ctx, "no api key for this user", "job_id", jobID, "user_id", o.UserID, "reason", o.Outcome, "key_id", o.KeyID)
+				d.emit(Event{Kind: EventKeySkipped, KeyID: o.KeyID, UserID: o.UserID, Reason: o.Outcome})
 			}
-			outcomes = append(outcomes, o)
 		}
 		if len(unseen) == 0 {
 			break
@@ -117,33 +146,18 @@ func (d *deps) createKeys(ctx context.Context, jobID int64, attempt int, kind st
 		pending = unseen
 	}
 
-	var nCreated, nSkipped int
-	for _, o := range outcomes {
-		if o.Outcome == keystore.OutcomeCreated {
-			nCreated++
-			if out.Created == nil {
-				out.Created = make(map[string]string, len(outcomes))
-			}
-			out.Created[o.UserID] = o.KeyID
-			d.logger.DebugContext(ctx, "api key created", "job_id", jobID, "user_id", o.UserID, "key_id", o.KeyID, "last4", o.Last4)
-			d.emit(Event{Kind: EventKeyCreated, KeyID: o.KeyID, UserID: o.UserID})
-			continue
-		}
-		nSkipped++
-		if out.Skipped == nil {
-			out.Skipped = map[string]string{}
-		}
-		out.Skipped[o.UserID] = o.Outcome
-		d.logger.DebugContext(ctx, "no api key for this user", "job_id", jobID, "user_id", o.UserID, "reason", o.Outcome, "key_id", o.KeyID)
-		d.emit(Event{Kind: EventKeySkipped, KeyID: o.KeyID, UserID: o.UserID, Reason: o.Outcome})
-	}
 	attrs := []any{"job_id", jobID, "attempt", attempt, "users", len(userIDs), "created", nCreated, "skipped", nSkipped,
 		"duration", time.Since(started).Round(time.Microsecond).String()}
-	if out.NoticeJobID != 0 {
-		attrs = append(attrs, "notice_job_id", out.NoticeJobID)
+	if len(out.NoticeJobIDs) > 0 {
+		attrs = append(attrs, "notice_job_ids", out.NoticeJobIDs)
 	}
-	if len(userIDs) == 1 && len(outcomes) == 1 {
-		attrs = append(attrs, "user_id", outcomes[0].UserID, "key_id", outcomes[0].KeyID, "outcome", outcomes[0].Outcome)
+	if len(userIDs) == 1 {
+		for u, k := range out.Created {
+			attrs = append(attrs, "user_id", u, "key_id", k, "outcome", keystore.OutcomeCreated)
+		}
+		for u, r := range out.Skipped {
+			attrs = append(attrs, "user_id", u, "outcome", r)
+		}
 	}
 	d.logger.InfoContext(ctx, "api keys made", attrs...)
 	return out, nil
@@ -192,11 +206,6 @@ func (d *deps) createKeysTx(ctx context.Context, jobID int64, attempt int, kind 
 		return nil
 	})
 	return outcomes, noticeJob, err
-}
-
-func withDetail(a keystore.Audit, detail map[string]any) keystore.Audit {
-	a.Detail = detail
-	return a
 }
 
 func truncate(s string, n int) string {

@@ -191,6 +191,16 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 		}
 	}
 
+	snoozes := snoozeCount(job.Metadata)
+	try := job.Attempt + snoozes
+	final := job.Attempt >= job.MaxAttempts || try >= job.MaxAttempts
+
+	// Deliveries and permanent refusals are final: they are recorded as
+	// they happen, every flushInterval, so that a crash in the middle of a
+	// batch re-sends only what was sent in its last moments.
+	rec := &outcomeRecorder{d: d, audit: audit}
+	stopFlush := rec.flushEvery(ctx, flushInterval)
+
 	// Send, at most NoticeConcurrency at once. A sink that keeps failing
 	// trips: the rest of its sends in this attempt are not made.
 	results := make([]sendResult, len(tasks))
@@ -220,16 +230,17 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 			switch {
 			case r.err == nil:
 				run.Store(0)
-			case !errors.As(r.err, &perm):
+				rec.add(noticeEvent{"notified", r.key.id, r.key.userID, map[string]any{"sink": r.sink, "try": try}})
+			case errors.As(r.err, &perm):
+				rec.add(noticeEvent{"notify_discarded", r.key.id, r.key.userID, map[string]any{"sink": r.sink, "reason": r.err.Error(), "try": try}})
+			default:
 				run.Add(1)
 			}
 		}(&results[i], d.notice(t.key), t.sender)
 	}
 	wg.Wait()
+	stopFlush()
 
-	snoozes := snoozeCount(job.Metadata)
-	try := job.Attempt + snoozes
-	final := job.Attempt >= job.MaxAttempts || try >= job.MaxAttempts
 	var retryErrs []error
 	var snooze time.Duration
 	var delivered, permanent int
@@ -243,18 +254,18 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 				out.Sent = map[string]int{}
 			}
 			out.Sent[r.sink]++
-			events = append(events, noticeEvent{"notified", r.key.id, r.key.userID, map[string]any{"sink": r.sink, "try": try}})
 		case errors.As(r.err, &perm):
 			permanent++
-			d.discard(&out, &events, r, r.err.Error(), map[string]any{"sink": r.sink, "reason": r.err.Error(), "try": try})
+			noteDiscard(&out, r, r.err.Error())
 		default:
 			if errors.As(r.err, &temp) {
 				snooze = max(snooze, temp.RetryAfter)
 			}
 			if final {
-				d.discard(&out, &events, r, r.err.Error(), map[string]any{
+				noteDiscard(&out, r, r.err.Error())
+				events = append(events, noticeEvent{"notify_discarded", r.key.id, r.key.userID, map[string]any{
 					"sink": r.sink, "reason": fmt.Sprintf("gave up after %d tries", try), "error": r.err.Error(), "try": try,
-				})
+				}})
 				continue
 			}
 			retryErrs = append(retryErrs, r.err)
@@ -274,7 +285,8 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 			"sink": r.sink, "error": r.err.Error(), "attempt": try, "retry_in": retryIn.String(),
 		}})
 	}
-	if err := d.writeNoticeEvents(ctx, audit, events); err != nil {
+	rec.add(events...)
+	if err := rec.flushFinal(ctx); err != nil {
 		return out, err
 	}
 	// Outcomes for metrics, as the events were written: deliveries and
@@ -321,13 +333,84 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 	return out, lastErr
 }
 
-// discard records a (key, sink) notice given up.
-func (d *deps) discard(out *noticesOutput, events *[]noticeEvent, r sendResult, reason string, detail map[string]any) {
+// noteDiscard puts a (key, sink) notice given up into the job's output.
+func noteDiscard(out *noticesOutput, r sendResult, reason string) {
 	if out.Discarded == nil {
 		out.Discarded = map[string]string{}
 	}
 	out.Discarded[r.key.id+" "+r.sink] = reason
-	*events = append(*events, noticeEvent{"notify_discarded", r.key.id, r.key.userID, detail})
+}
+
+// flushInterval is how often a notice job records the outcomes it has.
+const flushInterval = 50 * time.Millisecond
+
+// outcomeRecorder collects a notice job's audit events from its senders
+// and writes them in batches. It is safe for concurrent use.
+type outcomeRecorder struct {
+	d     *deps
+	audit keystore.Audit
+	mu    sync.Mutex
+	queue []noticeEvent
+	wmu   sync.Mutex // one write at a time, in order
+}
+
+func (r *outcomeRecorder) add(events ...noticeEvent) {
+	r.mu.Lock()
+	r.queue = append(r.queue, events...)
+	r.mu.Unlock()
+}
+
+// flush writes what is queued; on failure the events stay queued.
+func (r *outcomeRecorder) flush(ctx context.Context) error {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.mu.Lock()
+	batch := r.queue
+	r.queue = nil
+	r.mu.Unlock()
+	if err := r.d.writeNoticeEvents(ctx, r.audit, batch); err != nil {
+		r.mu.Lock()
+		r.queue = append(batch, r.queue...)
+		r.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// flushEvery flushes every interval until the returned stop is called.
+// Failures are retried at the next tick (and by flushFinal).
+func (r *outcomeRecorder) flushEvery(ctx context.Context, interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = r.flush(ctx)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// flushFinal writes what is left, trying three times: a delivery that is
+// not recorded is sent again by the retry.
+func (r *outcomeRecorder) flushFinal(ctx context.Context) error {
+	var err error
+	for i, pause := range []time.Duration{0, 200 * time.Millisecond, time.Second} {
+		if i > 0 {
+			time.Sleep(pause)
+		}
+		if err = r.flush(ctx); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // notice builds the Notice of one key.

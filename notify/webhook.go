@@ -78,8 +78,9 @@ type WebhookConfig struct {
 }
 
 // WebhookIdleConns is how many idle connections to the receiver the default
-// client keeps: as many as notices are sent at once, and some.
-const WebhookIdleConns = 128
+// client keeps: at least as many as notices are sent at once (by default 10
+// notice jobs of 32 sends each).
+const WebhookIdleConns = 512
 
 // webhookTransport is the default client's transport, shared by every
 // Webhook so that connections are reused across jobs.
