@@ -21,12 +21,12 @@ import (
 // Stop's deadline has passed.
 const stopAndCancelTimeout = 10 * time.Second
 
-// rescueGrace is how long past its timeout a job may still show as running
+// rescueGrace is how long past JobTimeout a job may still show as running
 // before River's rescuer takes it for the job of a dead process (kill -9, a
 // lost machine) and schedules it again. A live process ends every attempt by
-// its timeout (JobTimeout, or the worker's own Timeout, which the rescuer
-// honours per kind), so the grace only covers recording the outcome and
-// clock skew; a job rescued too early runs twice, which both jobs absorb
+// its timeout, so the grace only covers recording the outcome and clock
+// skew. (A kind with its own Timeout, the reconcile's, is rescued at that
+// timeout with no grace; a reconcile that runs twice finds nothing new.) a job rescued too early runs twice, which both jobs absorb
 // (one signup key per user, no second send to a sink that succeeded).
 // River's default is an hour, during which a signup whose create_key job
 // was interrupted has no key and even the reconciler cannot help (the job
@@ -50,10 +50,13 @@ var (
 )
 
 // NewClient validates cfg and builds the River client on pool: the queues
-// QueueKeys, QueueNotices and QueueMaintenance, the four workers, and the
-// periodic Reconcile (every ReconcileInterval) and PurgeReveals (every
-// PurgeInterval) jobs, which River runs on the leader only, once when it
-// becomes leader and then on schedule. Nothing runs until Start.
+// QueueKeys, QueueNotices and QueueMaintenance, the workers (the batched
+// kinds and the per-user and per-key kinds of older versions), and the
+// periodic Reconcile (every ReconcileInterval, the first one interval after
+// this process becomes leader, so that it does not duplicate the listener's
+// catch-up) and PurgeReveals (every PurgeInterval, and once when it becomes
+// leader) jobs, which River runs on the leader only. Nothing runs until
+// Start.
 //
 // pool must be a direct connection (River uses LISTEN/NOTIFY). Errors name
 // the Config field at fault.

@@ -129,8 +129,9 @@ type Config struct {
 	CompletedJobRetention time.Duration
 
 	// ReconcileInterval is how often the leader looks for eligible users
-	// without a signup key (also once when it becomes leader), between 1s
-	// and 24h. Defaults to DefaultReconcileInterval (5m).
+	// without a signup key (the first time one interval after it becomes
+	// leader), between 1s and 24h. Defaults to DefaultReconcileInterval
+	// (5m).
 	ReconcileInterval time.Duration
 
 	// PurgeInterval is how often the leader deletes sealed secrets whose

@@ -4,37 +4,45 @@
 //
 // # Jobs
 //
-//   - CreateKeyArgs{UserID} (kind "keyworker.create_key", queue
-//     keyworker_keys): in one transaction, lock the user's row, make the
-//     signup key (keystore.Store.CreateTx: hash, sealed secret, 'created'
-//     event), insert the DeliverNotice job, and mark the job completed
-//     (river.JobCompleteTx). A missing, soft-deleted or anonymous user gets
-//     a 'skipped' event with the reason and no key. A user who already has
-//     a signup key gets no second one ('skipped', reason key_exists).
-//   - DeliverNoticeArgs{KeyID} ("keyworker.deliver_notice",
-//     keyworker_notices): send the notice to every sender, reading the
-//     user's email at send time, recording each sink's outcome in
-//     key_events, never sending twice to a sink that succeeded.
+//   - CreateKeysArgs{UserIDs, Source} (kind "keyworker.create_keys", queue
+//     keyworker_keys): one job per listener hand-off chunk or reconcile page
+//     (up to MaxBatchUsers). In one transaction, keystore.Store's
+//     CreateSignupKeysTx makes the keys of every eligible user without one
+//     with one statement (sealed secrets and one audit event per user,
+//     naming the job), and the DeliverNotices job of exactly the keys made
+//     is inserted. A missing, soft-deleted or anonymous user, a user who has
+//     a key, and an id that is not a uuid are 'skipped' events with the
+//     reason. For the stream's batches, users not yet visible are looked for
+//     again (missingRechecks) before they are recorded missing. River's
+//     batched completer completes the job, with its output (user to key
+//     id, user to skip reason); a rerun after the commit makes nothing.
+//   - DeliverNoticesArgs{KeyIDs} ("keyworker.deliver_notices",
+//     keyworker_notices): send each key's notice to every sender,
+//     Config.NoticeConcurrency at a time, reading the users' emails at send
+//     time; each delivery is recorded within flushInterval of happening, so
+//     a retry (or a rerun after a crash) sends only what was not recorded.
+//   - CreateKeyArgs and DeliverNoticeArgs: the per-user and per-key kinds
+//     of older versions, run as batches of one.
 //   - ReconcileArgs ("keyworker.reconcile", keyworker_maintenance): page
-//     through eligible users without a signup key and enqueue CreateKey for
-//     them; periodic on the leader (and once when it becomes leader),
-//     requested by the listener when it may have missed signups, and run by
-//     hand through Replay (`worker replay`).
+//     through eligible users without a signup key who are in no pending
+//     CreateKeys job, one CreateKeys job per page; periodic on the leader
+//     (the first one interval after it becomes leader), requested by the
+//     listener when it may have missed signups, and run by hand through
+//     Replay (`worker replay`).
 //   - PurgeRevealsArgs ("keyworker.purge_reveals", keyworker_maintenance):
 //     delete sealed secrets past their pick-up window; periodic.
 //
 // Job args hold ids only: never a key, a secret or an email address (River
 // stores args as JSON and its UI shows them).
 //
-// # Uniqueness
+// # Duplicates
 //
-// CreateKey jobs are unique by user while waiting, running or retrying;
-// completed ones do not count, so a user skipped as anonymous gets a key
-// once they become permanent and the reconciler finds them. The unique index
-// on api_keys (one signup key per user) is the real guard; River's
-// uniqueness only saves work. DeliverNotice jobs are unique by key in
-// River's default states (completed included), and per-sink events in
-// key_events keep even a second notice job from sending twice.
+// Batch jobs are not unique. The unique index on api_keys (one signup key
+// per user) is the guard: a batch inserts ON CONFLICT DO NOTHING and
+// records key_exists for a user who has a key, and makes no notice for it.
+// Batches insert in user id order, so two that share users wait for each
+// other instead of deadlocking. Per-sink 'notified' and 'notify_discarded'
+// events keep a notice from being sent again to a sink that took it.
 //
 // # Retries and snoozes
 //
