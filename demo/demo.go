@@ -213,10 +213,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	say("")
 	say("▸ keyworker keeps running. Try:")
-	say("  curl -s -X POST -H 'Authorization: Bearer %s' %s/v1/keys/reveal", token2, base)
+	say("  curl -s -X POST -H 'Authorization: Bearer %s' %s/v1/keys/reveal   # picks up user2's key", token2, base)
 	say("  psql '%s' -c \"insert into auth.users (id, email, created_at) values (gen_random_uuid(), 'you@example.com', now())\"", dbURL)
 	say("  psql '%s' -c 'select id, user_id, last4, created_at from keyworker.api_keys'", dbURL)
-	say("  DATABASE_URL='%s' go run ./cmd/worker trace %s   # one user's jobs, key, notices and pick-up", dbURL, ids[0])
+	say("  DATABASE_URL='%s' go run ./cmd/worker trace %s   # user1's history: jobs, key, notices, pick-up", dbURL, ids[0])
 	if cfg.In != nil {
 		say("  or type an email address and Enter to sign someone up.")
 	}

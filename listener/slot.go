@@ -198,7 +198,7 @@ func (l *Logical) reconcile(ctx context.Context, reason string, at pglogrepl.LSN
 	}
 	if paid {
 		l.st.update(func(s *Status) { s.Reconciles++; s.Checkpoint = at })
-		l.log.Info("reconcile enqueued", "slot", l.cfg.SlotName, "lsn", at.String(), "reason", reason)
+		l.log.Info("reconcile enqueued", "lsn", at.String(), "reason", reason)
 	}
 	return nil
 }

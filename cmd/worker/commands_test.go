@@ -175,6 +175,9 @@ func TestReplayFiftyThousandUsersEnqueuesEachOnce(t *testing.T) {
 	if _, _, err := invoke(ctx, envv, "", "trace", "not-a-user"); err == nil || !strings.Contains(err.Error(), "is not a user id") {
 		t.Fatalf("trace of a non-uuid: %v", err)
 	}
+	if _, _, err := invoke(ctx, envv, "", "trace", "--schema", "nosuch", user); err == nil || !strings.Contains(err.Error(), "run `worker migrate`") {
+		t.Fatalf("trace of a non-uuid: %v", err)
+	}
 }
 
 func TestKeysCommandsCreateListRotateRevokeVerify(t *testing.T) {

@@ -62,7 +62,7 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 	if cfg.RevealTTL, err = v.duration("KEYWORKER_REVEAL_TTL"); err != nil {
 		return cfg, err
 	}
-	sealing, err := v.require("KEYWORKER_SEALING_KEY", "it seals new keys until their owner picks them up; make one with `openssl rand -base64 32` and keep it (the same on every replica)")
+	sealing, err := v.require("KEYWORKER_SEALING_KEY", "it seals new keys until their owner picks them up; make one once with `(umask 077; openssl rand -base64 32 > /etc/keyworker/sealing_key)` and set KEYWORKER_SEALING_KEY_FILE=/etc/keyworker/sealing_key (the same file on every replica)")
 	if err != nil {
 		return cfg, err
 	}

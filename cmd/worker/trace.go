@@ -5,12 +5,17 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/keyworker/keyworker/jobs"
 )
+
+var uuidArgRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 func traceFlags(fs *flag.FlagSet) {
 	fs.Bool("json", false, "print the history as JSON")
@@ -21,7 +26,10 @@ func traceFlags(fs *flag.FlagSet) {
 // every audit event.
 func cmdTrace(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if len(v.args) != 1 {
-		return &usageError{"worker trace takes one user id (a uuid), e.g. worker trace 6f1c…-…"}
+		return &usageError{"worker trace takes one user id (a uuid), e.g. worker trace 3f8a2c1e-5b7d-4e9f-a0c2-1d6e8b4f7a90"}
+	}
+	if !uuidArgRe.MatchString(v.args[0]) {
+		return &usageError{fmt.Sprintf("worker trace: %q is not a user id (a uuid, e.g. 3f8a2c1e-5b7d-4e9f-a0c2-1d6e8b4f7a90)", v.args[0])}
 	}
 	table, err := tableFrom(v)
 	if err != nil {
@@ -32,7 +40,15 @@ func cmdTrace(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 		return err
 	}
 	defer pool.Close()
-	tr, err := jobs.TraceUser(ctx, pool, v.str("KEYWORKER_SCHEMA"), table, v.args[0])
+	schema := v.str("KEYWORKER_SCHEMA")
+	var migrated bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{schema, "api_keys"}.Sanitize()).Scan(&migrated); err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	if !migrated {
+		return fmt.Errorf("schema %s has no keyworker tables: run `worker migrate` (with the same KEYWORKER_SCHEMA), or set KEYWORKER_SCHEMA to the installation's schema", schema)
+	}
+	tr, err := jobs.TraceUser(ctx, pool, schema, table, v.args[0])
 	if err != nil {
 		return err
 	}
@@ -91,7 +107,7 @@ func printTrace(e env, tr *jobs.Trace, jobURL string) {
 		fmt.Fprintln(w, "  id\tsource\tlast4\tcreated\texpires\trevoked\tpick-up")
 	}
 	for _, k := range tr.Keys {
-		pickup := "picked up or expired"
+		pickup := "gone (picked up, expired or revoked)"
 		if k.PickupWaiting {
 			pickup = "waiting"
 		}
