@@ -18,7 +18,7 @@ var batchSizeBuckets = []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500,
 func (d *Daemon) onBatch(b listener.Batch) {
 	m := d.metrics
 	m.Counter("keyworker_signups_captured_total", "Signups handed off to River by this process.").Add(uint64(b.Signups))
-	m.Counter("keyworker_signups_enqueued_total", "Signups that became new create_key jobs (the rest were duplicates).").Add(uint64(b.Enqueued))
+	m.Counter("keyworker_signups_enqueued_total", "Signups handed to new create-keys jobs (repeats within a hand-off are not counted).").Add(uint64(b.Enqueued))
 	m.Histogram("keyworker_enqueue_batch_size", "Signups per hand-off transaction.", batchSizeBuckets).Observe(float64(b.Signups))
 	m.Histogram("keyworker_enqueue_batch_seconds", "Hand-off transaction time, BEGIN to COMMIT.", nil).ObserveDuration(b.Duration)
 	lat := m.Histogram("keyworker_signup_to_job_seconds", "From the signup's commit to its job's commit.", nil)

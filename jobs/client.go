@@ -28,7 +28,7 @@ const stopAndCancelTimeout = 10 * time.Second
 // skew. (A kind with its own Timeout, the reconcile's, is rescued at that
 // timeout with no grace; a reconcile that runs twice finds nothing new.) a job rescued too early runs twice, which both jobs absorb
 // (one signup key per user, no second send to a sink that succeeded).
-// River's default is an hour, during which a signup whose create_key job
+// River's default is an hour, during which a signup whose create-keys job
 // was interrupted has no key and even the reconciler cannot help (the job
 // still counts as running for uniqueness).
 const rescueGrace = 15 * time.Second
