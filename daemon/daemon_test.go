@@ -578,7 +578,10 @@ func TestStandbyTakesOver(t *testing.T) {
 
 func waitRole(t *testing.T, d *daemon.Daemon, role listener.Role) {
 	t.Helper()
-	waitFor(t, 20*time.Second, "the signup source to be "+string(role), func() (bool, error) {
+	// Creating a slot waits for every transaction running in the cluster
+	// to end, and tests in parallel hold some open for a while on purpose
+	// (TestGracefulShutdown's row lock).
+	waitFor(t, 60*time.Second, "the signup source to be "+string(role), func() (bool, error) {
 		st := d.SourceStatus()
 		if st.Role != role && st.LastError != "" {
 			return false, fmt.Errorf("role %s, last error %s", st.Role, st.LastError)
@@ -603,9 +606,16 @@ func TestGracefulShutdown(t *testing.T) {
 	cfg.ShutdownTimeout = shutdownTimeout
 	f.pauseQueue(jobs.QueueKeys)
 	d1 := f.start(cfg)
+	// The new slot's reconcile first: run after the signups, it would put
+	// them all in one more batch, and the blocked users' locks would hold
+	// the others' keys too.
+	waitRole(t, d1, listener.RoleStreaming)
+	waitFor(t, 30*time.Second, "the new slot's reconcile", func() (bool, error) {
+		return f.count(`SELECT count(*) FROM keyworker.river_job WHERE kind = $1 AND state = 'completed'`, jobs.KindReconcile) > 0, nil
+	})
 
-	// Two hand-offs, so two create-keys jobs: one makes its keys (their
-	// notices hang), the other waits on a row lock.
+	// Separate hand-offs, so separate create-keys jobs: the first users'
+	// make their keys (their notices hang), the others' wait on a row lock.
 	notified := f.signUpMany(3, false)
 	f.waitJobsFor(notified)
 	blocked := f.signUpMany(3, false)
@@ -621,12 +631,25 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.resumeQueue(jobs.QueueKeys)
-	f.waitCount(30*time.Second, "keys for the unblocked users", len(notified), `SELECT count(*) FROM keyworker.api_keys`)
-	waitFor(t, 45*time.Second, "three notices hanging and the blocked batch running", func() (bool, error) {
-		running := f.count(`SELECT count(*) FROM keyworker.river_job WHERE kind = $1 AND state = 'running'`, jobs.KindCreateKeys)
-		if hanging := hook.hangingNow(); hanging != len(notified) || running != 1 {
-			return false, fmt.Errorf("%d notices hanging, %d create-keys jobs running; jobs: %s", hanging, running,
-				strings.Join(f.strings(`SELECT kind || ' ' || state::text || ' ' || attempt || ' ' || coalesce(errors[array_length(errors, 1)]->>'error', '') FROM keyworker.river_job ORDER BY id`), "; "))
+	jobStates := func() string {
+		return strings.Join(f.strings(`SELECT kind || ' ' || state::text || ' ' || attempt || ' ' || coalesce(errors[array_length(errors, 1)]->>'error', '') FROM keyworker.river_job ORDER BY id`), "; ")
+	}
+	waitFor(t, 60*time.Second, "keys for the unblocked users", func() (bool, error) {
+		if n := f.count(`SELECT count(*) FROM keyworker.api_keys WHERE user_id::text = ANY($1)`, notified); n != len(notified) {
+			return false, fmt.Errorf("%d of %d keys; jobs: %s", n, len(notified), jobStates())
+		}
+		return true, nil
+	})
+	// The signups may have come in one hand-off or several: every
+	// create-keys job holding a blocked user is running (waiting on the
+	// lock), and the notices of the others hang.
+	waitFor(t, 45*time.Second, "three notices hanging and the blocked batches running", func() (bool, error) {
+		holding := f.count(`SELECT count(DISTINCT j.id) FROM keyworker.river_job j, jsonb_array_elements_text(j.args->'user_ids') u
+			WHERE j.kind = $1 AND u = ANY($2)`, jobs.KindCreateKeys, blocked)
+		running := f.count(`SELECT count(DISTINCT j.id) FROM keyworker.river_job j, jsonb_array_elements_text(j.args->'user_ids') u
+			WHERE j.kind = $1 AND u = ANY($2) AND j.state = 'running'`, jobs.KindCreateKeys, blocked)
+		if hanging := hook.hangingNow(); hanging != len(notified) || running != holding || holding == 0 {
+			return false, fmt.Errorf("%d notices hanging, %d of %d blocked create-keys jobs running; jobs: %s", hanging, running, holding, jobStates())
 		}
 		return true, nil
 	})
