@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,7 +184,7 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 			continue
 		}
 		for _, s := range d.cfg.Senders {
-			if contains(k.done, s.Name()) {
+			if slices.Contains(k.done, s.Name()) {
 				out.AlreadyDone++
 				continue
 			}
@@ -508,15 +509,6 @@ func snoozeCount(metadata []byte) int {
 }
 
 var keyIDRe = regexp.MustCompile(`^[0-9A-Za-z]{27}$`)
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
 
 func firstN(errs []error, n int) []error {
 	if len(errs) > n {

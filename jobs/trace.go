@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,10 +86,10 @@ type TraceEvent struct {
 // TraceUser reads one user's history. The user id must be a uuid; a user
 // keyworker never saw comes back with empty lists.
 func TraceUser(ctx context.Context, db users.Querier, schema string, table users.Table, userID string) (*Trace, error) {
-	userID = strings.ToLower(userID)
-	if !uuidRe.MatchString(userID) {
-		return nil, fmt.Errorf("tracing: %q is not a user id (a uuid)", truncate(userID, 40))
+	if err := CheckUserID(userID); err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
 	}
+	userID = strings.ToLower(userID)
 	if !identRe.MatchString(schema) {
 		return nil, fmt.Errorf("tracing: schema %q is invalid", schema)
 	}
@@ -160,7 +161,7 @@ func TraceUser(ctx context.Context, db users.Querier, schema string, table users
 		keyIDs = append(keyIDs, k.ID)
 	}
 	for _, e := range tr.Events {
-		if e.KeyID != "" && !contains(keyIDs, e.KeyID) {
+		if e.KeyID != "" && !slices.Contains(keyIDs, e.KeyID) {
 			keyIDs = append(keyIDs, e.KeyID)
 		}
 	}
@@ -239,4 +240,13 @@ func outcomeFor(kind string, output []byte, userID string, keyIDs []string) stri
 	return ""
 }
 
-var uuidRe = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// CheckUserID reports whether id can be a user id (a uuid), with an error
+// that shows the id (cut to 40 characters) and an example.
+func CheckUserID(id string) error {
+	if !uuidRe.MatchString(id) {
+		return fmt.Errorf("%q is not a user id (a uuid, e.g. 3f8a2c1e-5b7d-4e9f-a0c2-1d6e8b4f7a90)", truncate(id, 40))
+	}
+	return nil
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,8 +13,6 @@ import (
 
 	"github.com/keyworker/keyworker/jobs"
 )
-
-var uuidArgRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 func traceFlags(fs *flag.FlagSet) {
 	fs.Bool("json", false, "print the history as JSON")
@@ -28,8 +25,8 @@ func cmdTrace(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if len(v.args) != 1 {
 		return &usageError{"worker trace takes one user id (a uuid), e.g. worker trace 3f8a2c1e-5b7d-4e9f-a0c2-1d6e8b4f7a90"}
 	}
-	if !uuidArgRe.MatchString(v.args[0]) {
-		return &usageError{fmt.Sprintf("worker trace: %q is not a user id (a uuid, e.g. 3f8a2c1e-5b7d-4e9f-a0c2-1d6e8b4f7a90)", v.args[0])}
+	if err := jobs.CheckUserID(v.args[0]); err != nil {
+		return &usageError{"worker trace: " + err.Error()}
 	}
 	table, err := tableFrom(v)
 	if err != nil {
