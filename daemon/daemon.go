@@ -35,15 +35,19 @@ import (
 	"github.com/keyworker/keyworker/users"
 )
 
-// Modes of reading signups.
+// Modes of reading signups. ModeAuto runs logical mode when its
+// preflight passes (a usable publication exists or this role may make one,
+// REPLICATION, wal_level=logical, a direct connection) and listen mode
+// otherwise; Capture says which and why.
 const (
-	ModeLogical = "logical"
-	ModeListen  = "listen"
+	ModeAuto    = "auto"
+	ModeLogical = listener.ModeLogical
+	ModeListen  = listener.ModeListen
 )
 
 // Defaults.
 const (
-	DefaultMode            = ModeLogical
+	DefaultMode            = ModeAuto
 	DefaultShutdownTimeout = 30 * time.Second
 	// DefaultMetricsCacheTTL is how long a scrape's database readings (queue
 	// depth by state, slot lag, checkpoint age) serve later scrapes.
@@ -53,9 +57,10 @@ const (
 // Config is everything `worker run` needs. Component settings are passed
 // through to their packages, which fill their own defaults.
 type Config struct {
-	// DatabaseURL is a direct connection string. Required.
+	// DatabaseURL is a direct connection string, or (listen mode) one
+	// through a session pooler. Required.
 	DatabaseURL string
-	// Mode is ModeLogical or ModeListen. Defaults to DefaultMode.
+	// Mode is ModeAuto, ModeLogical or ModeListen. Defaults to DefaultMode.
 	Mode string
 	// Schema is keyworker's schema. Defaults to "keyworker".
 	Schema string
@@ -73,9 +78,9 @@ type Config struct {
 	// BatchMaxWait bounds how long a signup waits for others to share its
 	// hand-off transaction. Defaults to the listener's default.
 	BatchMaxWait time.Duration
-	// CatchUpInterval is listen mode's scan interval. Defaults to the
-	// listener's default.
-	CatchUpInterval time.Duration
+	// PollInterval is how often listen mode looks in its outbox without a
+	// notification. Defaults to the listener's default.
+	PollInterval time.Duration
 
 	// KeyPrefix prefixes new keys. Defaults to "sk".
 	KeyPrefix string
@@ -166,11 +171,15 @@ func (c Config) validate() error {
 	if c.DatabaseURL == "" {
 		return errors.New("DATABASE_URL is required")
 	}
-	if err := listener.CheckDirect(c.DatabaseURL); err != nil {
-		return err
+	if c.Mode != ModeAuto && c.Mode != ModeLogical && c.Mode != ModeListen {
+		return fmt.Errorf("KEYWORKER_MODE=%q is not a mode: use auto, logical or listen", c.Mode)
 	}
-	if c.Mode != ModeLogical && c.Mode != ModeListen {
-		return fmt.Errorf("KEYWORKER_MODE=%q is not a mode: use logical or listen", c.Mode)
+	mode := c.Mode
+	if mode == ModeAuto {
+		mode = ModeListen // what a session pooler leaves auto mode
+	}
+	if err := listener.CheckDirect(c.DatabaseURL, mode); err != nil {
+		return err
 	}
 	if len(c.SealingKey) != keys.SealingKeySize {
 		return fmt.Errorf("KEYWORKER_SEALING_KEY is required: 32 bytes of base64 (openssl rand -base64 32)")
@@ -235,7 +244,8 @@ type Daemon struct {
 	mu       sync.Mutex
 	started  bool
 	stopped  bool
-	source   source // set under mu: the HTTP server reads it
+	source   source  // set under mu: the HTTP server reads it
+	capture  Capture // set under mu with source
 	cancel   context.CancelFunc
 	failures chan error
 }
@@ -433,27 +443,24 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		SlotName:         cfg.SlotName,
 		PublicationName:  cfg.PublicationName,
 		BatchMaxWait:     cfg.BatchMaxWait,
-		CatchUpInterval:  cfg.CatchUpInterval,
+		PollInterval:     cfg.PollInterval,
 		Logger:           d.log,
 		OnBatch:          d.onBatch,
 	}
-	var src source
-	if cfg.Mode == ModeListen {
-		src, err = listener.NewListen(lcfg)
-	} else {
-		src, err = listener.NewLogical(lcfg)
-	}
+	// The source's preflight runs before River starts, so a setup error
+	// (no publication, no REPLICATION, ...) stops the process before any
+	// job runs. The source may enqueue at once: River inserts jobs without
+	// a running client, and its workers pick them up when it starts.
+	src, capture, err := d.startSource(runCtx, lcfg)
 	if err != nil {
 		return err
 	}
 	d.mu.Lock()
 	d.source = src
+	d.capture = capture
 	d.mu.Unlock()
-	// The source's preflight runs before River starts, so a setup error
-	// (no publication, no REPLICATION, ...) stops the process before any
-	// job runs. The source may enqueue at once: River inserts jobs without
-	// a running client, and its workers pick them up when it starts.
-	if err := src.Start(runCtx); err != nil {
+	d.log.Info("reading signups in "+capture.Mode+" mode", "component", "daemon", "capture", capture.Mode, "reason", capture.Reason, "detail", capture.Detail)
+	if err := d.recordCapture(runCtx, capture); err != nil {
 		return err
 	}
 	if err := d.jobs.Start(runCtx); err != nil {
@@ -474,7 +481,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.ui.Store(ui)
 
 	d.running.Store(true)
-	d.log.Info("keyworker running", "component", "daemon", "mode", cfg.Mode, "schema", cfg.Schema, "users_table", cfg.Table.String(), "http", d.http.Addr(), "public_url", publicURL)
+	d.log.Info("keyworker running", "component", "daemon", "mode", capture.Mode, "schema", cfg.Schema, "users_table", cfg.Table.String(), "http", d.http.Addr(), "public_url", publicURL)
 	return nil
 }
 
@@ -609,6 +616,14 @@ func (d *Daemon) SourceStatus() listener.Status {
 		return listener.Status{}
 	}
 	return src.Status()
+}
+
+// Capture is the signup source running and why it was chosen (the zero
+// Capture before Start has started one). It is safe for concurrent use.
+func (d *Daemon) Capture() Capture {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.capture
 }
 
 // buildSenders makes the configured notice senders (no connection yet).

@@ -140,7 +140,7 @@ func (f *fixture) config(mode string) daemon.Config {
 		SealingKey:        f.sealingKey,
 		Tokens:            accesstoken.Config{JWTSecret: f.jwtSecret},
 		HTTP:              server.Config{Addr: "127.0.0.1:0", RevealPerAddr: 1000, RevealPerUser: 100},
-		CatchUpInterval:   time.Second,
+		PollInterval:      time.Second,
 		RetryPolicy:       fastRetry{},
 		FetchPollInterval: 50 * time.Millisecond,
 		FetchCooldown:     10 * time.Millisecond,

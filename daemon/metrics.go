@@ -69,6 +69,10 @@ func (d *Daemon) registerMetrics() {
 			standby = 1
 		}
 		m.Gauge("keyworker_source_standby", "1 when another replica holds the slot and this one waits.").Set(standby)
+		if c := d.Capture(); c.Mode != "" {
+			m.Gauge("keyworker_capture_info", "1 for the signup capture path this process runs (mode: logical or listen) and why it was chosen (reason: configured, publication, or what logical mode lacked).",
+				"mode", c.Mode, "reason", c.Reason).Set(1)
+		}
 
 		db := d.dbStats.get(ctx, d.cfg.MetricsCacheTTL, d.queryStats)
 		if db.depth != nil {
@@ -78,6 +82,9 @@ func (d *Daemon) registerMetrics() {
 		}
 		if db.lag != nil {
 			m.Gauge("keyworker_slot_lag_bytes", "WAL the slot holds back: current WAL position minus confirmed_flush_lsn.").Set(float64(*db.lag))
+		}
+		if db.outbox != nil {
+			m.Gauge("keyworker_outbox_signups", "Signups waiting in listen mode's outbox.").Set(float64(*db.outbox))
 		}
 		if db.age != nil {
 			m.Gauge("keyworker_checkpoint_age_seconds", "Time since the replication checkpoint last moved.").Set(*db.age)
@@ -97,6 +104,8 @@ type dbStats struct {
 	depth map[string]float64 // nil when the query failed
 	lag   *int64
 	age   *float64
+	// outbox is listen mode's outbox depth.
+	outbox *int64
 }
 
 // statsCache holds the last dbStats for a while, so scrapes cost the
@@ -146,10 +155,12 @@ func (d *Daemon) queryStats(ctx context.Context) dbStats {
 	if err != nil {
 		d.log.Warn("reading the queue depth for /metrics failed; its gauges keep their last values", "component", "metrics", "error", err)
 	}
-	if d.cfg.Mode == ModeLogical {
+	if d.Capture().Mode == ModeLogical {
 		slot := d.SourceStatus().Slot
 		_ = d.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&out.lag)
 		_ = d.pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - updated_at)::float8 FROM `+pgx.Identifier{d.cfg.Schema, "replication_checkpoints"}.Sanitize()+` WHERE slot_name = $1`, slot).Scan(&out.age)
+	} else {
+		_ = d.pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{d.cfg.Schema, listener.OutboxTable}.Sanitize()).Scan(&out.outbox)
 	}
 	return out
 }

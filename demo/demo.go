@@ -36,7 +36,8 @@ type Config struct {
 	// HTTPAddr is where the daemon serves. Defaults to 127.0.0.1:8080, or a
 	// free port when that is taken.
 	HTTPAddr string
-	// Mode is daemon.ModeLogical or daemon.ModeListen. Defaults to logical.
+	// Mode is daemon.ModeAuto, daemon.ModeLogical or daemon.ModeListen.
+	// Defaults to auto.
 	Mode string
 	// Users is how many users sign up at the start. Defaults to 3.
 	Users int
@@ -76,7 +77,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Mode == "" {
-		cfg.Mode = daemon.ModeLogical
+		cfg.Mode = daemon.ModeAuto
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
 
@@ -129,14 +130,18 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		ReconcileInterval: time.Minute,
 		ShutdownTimeout:   5 * time.Second,
 		Logger:            cfg.Logger,
-		CatchUpInterval:   5 * time.Second,
 	})
 	if err != nil {
 		return err
 	}
-	say("▸ starting keyworker in %s mode (migrates its schema, creates the publication and slot)…", cfg.Mode)
+	say("▸ starting keyworker, KEYWORKER_MODE=%s (it migrates its schema, then sets up how it reads signups)…", cfg.Mode)
 	if err := d.Start(ctx); err != nil {
 		return err
+	}
+	if c := d.Capture(); c.Mode == daemon.ModeLogical {
+		say("  reading signups by logical replication (%s): a publication of auth.users (id, created_at, is_anonymous) and a slot", c.Detail)
+	} else {
+		say("  reading signups in listen mode: a trigger on auth.users writes each new id to keyworker.signup_outbox in the signup's transaction (%s)", c.Detail)
 	}
 	defer func() {
 		d.Stop()

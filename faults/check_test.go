@@ -109,6 +109,15 @@ func newRig(t *testing.T, mode string, p plan, rng randSource, seed uint64) *rig
 	if err := pgtemp.SetupSupabase(ctx, url); err != nil {
 		t.Fatal(err)
 	}
+	// The worker's connection: the superuser's, or (mode "hosted") a role
+	// shaped like hosted Supabase's postgres role, in KEYWORKER_MODE=auto.
+	workerURL, workerMode := url, mode
+	if mode == "hosted" {
+		if workerURL, err = pgtemp.SetupHostedRole(ctx, url, "kw_hosted_postgres"); err != nil {
+			t.Fatal(err)
+		}
+		workerMode = "auto"
+	}
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		t.Fatal(err)
@@ -146,8 +155,8 @@ func newRig(t *testing.T, mode string, p plan, rng randSource, seed uint64) *rig
 	r.hook = newHookReceiver(t)
 	r.mail = newMailServer(t)
 	env := map[string]string{
-		"DATABASE_URL":                 url,
-		"KEYWORKER_MODE":               mode,
+		"DATABASE_URL":                 workerURL,
+		"KEYWORKER_MODE":               workerMode,
 		"KEYWORKER_SEALING_KEY":        sealingB64,
 		"KEYWORKER_JWT_SECRET":         string(jwtSecret),
 		"KEYWORKER_WEBHOOK_URL":        r.hook.url(),

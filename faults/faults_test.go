@@ -43,6 +43,10 @@ type plan struct {
 	// version's time; it stays above the webhook timeout (10s), so timed-out
 	// deliveries fail as they would in production.
 	jobTimeout string
+	// downs counts stretches of plan.downFor with no worker while signups
+	// go on (it is killed first, so nothing is handed over in a shutdown).
+	downs   int
+	downFor time.Duration
 	// listen adds a run in listen mode: one kill series, a fast and an
 	// immediate restart, one webhook and one SMTP outage.
 	listen bool
@@ -54,7 +58,8 @@ var smallPlan = plan{
 	killSeries: 1, kills: 5,
 	restarts:   []pgtemp.ShutdownMode{pgtemp.ShutdownFast, pgtemp.ShutdownImmediate},
 	walSenders: 1, slotDrops: 1, hookFaults: 1, smtpFaults: 1,
-	streamAfter:         2 * time.Second,
+	streamAfter: 2 * time.Second,
+	downs:       1, downFor: 3 * time.Second,
 	settleTimeout:       8 * time.Minute,
 	jobTimeout:          "20s",
 	httpRevealsPerCheck: 2, storeRevealsPerCheck: 20, finalScanKeys: 100,
@@ -66,7 +71,8 @@ var fullPlan = plan{
 	killSeries: 3, kills: 5,
 	restarts:   []pgtemp.ShutdownMode{pgtemp.ShutdownFast, pgtemp.ShutdownImmediate, pgtemp.ShutdownFast, pgtemp.ShutdownImmediate},
 	walSenders: 2, slotDrops: 2, hookFaults: 2, smtpFaults: 2,
-	streamAfter:         4 * time.Second,
+	streamAfter: 4 * time.Second,
+	downs:       2, downFor: 5 * time.Second,
 	settleTimeout:       10 * time.Minute,
 	httpRevealsPerCheck: 2, storeRevealsPerCheck: 10, finalScanKeys: 150,
 	listen: true,
@@ -98,7 +104,7 @@ func TestFaults(t *testing.T) {
 	}
 	t.Logf("%s version, seed %d (replay with KEYWORKER_FAULTS_SEED=%d), worker built with -race: %v", p.name, seed, seed, workerRace)
 
-	modes := []string{"logical"}
+	modes := []string{"logical", "hosted"}
 	if p.listen {
 		modes = append(modes, "listen")
 	}
@@ -116,10 +122,24 @@ func TestFaults(t *testing.T) {
 			lp.restarts = []pgtemp.ShutdownMode{pgtemp.ShutdownFast, pgtemp.ShutdownImmediate}
 			lp.walSenders, lp.slotDrops, lp.hookFaults, lp.smtpFaults = 0, 0, 1, 1
 			t.Run("listen", func(t *testing.T) { runMode(t, "listen", lp, seed+1) })
+		case "hosted":
+			t.Run("hosted", func(t *testing.T) { runMode(t, "hosted", hostedPlan(p), seed+2) })
 		default:
-			t.Fatalf("KEYWORKER_FAULTS_MODES names mode %q: use logical, listen or both, comma-separated", mode)
+			t.Fatalf("KEYWORKER_FAULTS_MODES names mode %q: use logical, listen, hosted, comma-separated", mode)
 		}
 	}
+}
+
+// hostedPlan is the run as hosted Supabase's postgres role, in auto mode
+// (which chooses listen mode there): signups while it runs, while it is
+// killed (one series) and while it is down, and a fast Postgres restart.
+func hostedPlan(p plan) plan {
+	hp := p
+	hp.killSeries = 1
+	hp.restarts = []pgtemp.ShutdownMode{pgtemp.ShutdownFast}
+	hp.walSenders, hp.slotDrops, hp.hookFaults, hp.smtpFaults = 0, 0, 0, 0
+	hp.downs = 1
+	return hp
 }
 
 func runMode(t *testing.T, mode string, p plan, seed uint64) {
@@ -127,6 +147,12 @@ func runMode(t *testing.T, mode string, p plan, seed uint64) {
 	r := newRig(t, mode, p, rng, seed)
 	r.w.start(t)
 	t.Logf("worker ready in %s", r.w.waitReady(t, 90*time.Second).Round(time.Millisecond))
+	if mode == "hosted" {
+		if n := r.count(`SELECT count(*) FROM keyworker.installation WHERE capture_mode = 'listen' AND capture_reason LIKE 'not\_publishable: %'`); n != 1 {
+			t.Fatalf("as the hosted role, auto mode did not choose listen mode for want of a publication: %v",
+				r.strings(`SELECT coalesce(capture_mode, '-') || ' ' || coalesce(capture_reason, '-') FROM keyworker.installation`))
+		}
+	}
 	r.sw.start()
 
 	r.phase("warm-up (no fault)", func() { time.Sleep(p.streamAfter) })
@@ -147,6 +173,9 @@ func runMode(t *testing.T, mode string, p plan, seed uint64) {
 	}
 	for i := range p.smtpFaults {
 		r.phase(fmt.Sprintf("SMTP server down (%d)", i+1), r.smtpFault)
+	}
+	for i := range p.downs {
+		r.phase(fmt.Sprintf("worker down while signups commit (%d)", i+1), r.downWhileSignups)
 	}
 	r.phase("final", nil)
 	r.sw.stop()
@@ -225,6 +254,19 @@ func (r *rig) killSeries() {
 		r.quickCheck(fmt.Sprintf("kill %d (%s after %s)", r.counts.kills, delay.Round(time.Millisecond), map[bool]string{true: "start", false: "ready"}[duringStartup]))
 		r.w.start(t)
 	}
+	r.w.waitReady(t, 90*time.Second)
+}
+
+// downWhileSignups kills the worker, lets signups commit for
+// plan.downFor with no worker at all, and starts it again: the slot (or
+// the outbox) holds them.
+func (r *rig) downWhileSignups() {
+	t := r.t
+	t.Helper()
+	r.w.kill(t)
+	r.counts.kills++
+	time.Sleep(r.plan.downFor)
+	r.w.start(t)
 	r.w.waitReady(t, 90*time.Second)
 }
 

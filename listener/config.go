@@ -27,8 +27,7 @@ const (
 	DefaultConnectTimeout      = 10 * time.Second
 	DefaultHandOffTimeout      = 30 * time.Second
 	DefaultChannel             = "keyworker_signup"
-	DefaultCatchUpInterval     = time.Minute
-	DefaultCatchUpPageSize     = 1000
+	DefaultPollInterval        = time.Second
 )
 
 // Bounds checked by validation.
@@ -39,19 +38,20 @@ const (
 	MinStatusInterval = 100 * time.Millisecond
 	// MaxStatusInterval is the longest gap between two status messages to
 	// the server. Issue 3 asks for one at least every 10 s.
-	MaxStatusInterval  = 10 * time.Second
-	MinCatchUpInterval = time.Second
-	MaxCatchUpInterval = 24 * time.Hour
+	MaxStatusInterval = 10 * time.Second
+	MinPollInterval   = 10 * time.Millisecond
+	MaxPollInterval   = time.Hour
 )
 
 // Config configures both sources: Logical (NewLogical) and Listen
 // (NewListen). Fields marked "listen mode" are ignored by Logical, and the
 // replication fields by Listen. Only ConnString and Enqueuer are required.
 type Config struct {
-	// ConnString is a direct connection to the database (a URL or
-	// keyword/value string), not a transaction pooler: logical replication and
-	// LISTEN need a session of their own. Logical mode opens its replication
-	// connection from it with replication=database added. Required.
+	// ConnString is the connection to the database (a URL or keyword/value
+	// string): direct in logical mode, which opens its replication
+	// connection from it with replication=database added; direct or through
+	// a session pooler in listen mode, whose LISTEN needs a session of its
+	// own. Never a transaction pooler. Required.
 	ConnString string
 
 	// Pool runs the hand-off transactions, the preflight queries and listen
@@ -123,14 +123,12 @@ type Config struct {
 	// Channel is listen mode's NOTIFY channel. Defaults to DefaultChannel.
 	Channel string
 
-	// CatchUpInterval is how often listen mode scans for signups that no
-	// notification delivered; it also scans on every (re)connect. Defaults to
-	// DefaultCatchUpInterval.
-	CatchUpInterval time.Duration
-
-	// CatchUpPageSize is how many users one catch-up query returns (and one
-	// transaction enqueues). Defaults to DefaultCatchUpPageSize.
-	CatchUpPageSize int
+	// PollInterval is how often listen mode looks in the outbox when no
+	// notification woke it. Notifications are wake-ups only (a signup skips
+	// notifying while another transaction in flight notifies), so this
+	// bounds how long a signup whose wake-up went to an earlier drain can
+	// wait. Defaults to DefaultPollInterval.
+	PollInterval time.Duration
 
 	// Logger receives the sources' logs, with a component attribute.
 	// Defaults to discarding.
@@ -167,9 +165,6 @@ func (c Config) withDefaults() Config {
 	if c.BatchMaxRows == 0 {
 		c.BatchMaxRows = DefaultBatchMaxRows
 	}
-	if c.CatchUpPageSize == 0 {
-		c.CatchUpPageSize = DefaultCatchUpPageSize
-	}
 	setD(&c.BatchMaxWait, DefaultBatchMaxWait)
 	setD(&c.StatusInterval, DefaultStatusInterval)
 	setD(&c.BackoffMin, DefaultBackoffMin)
@@ -177,7 +172,7 @@ func (c Config) withDefaults() Config {
 	setD(&c.StandbyPollInterval, DefaultStandbyPollInterval)
 	setD(&c.ConnectTimeout, DefaultConnectTimeout)
 	setD(&c.HandOffTimeout, DefaultHandOffTimeout)
-	setD(&c.CatchUpInterval, DefaultCatchUpInterval)
+	setD(&c.PollInterval, DefaultPollInterval)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -223,7 +218,7 @@ func (c Config) validate() error {
 		{"StandbyPollInterval", c.StandbyPollInterval, 10 * time.Millisecond, time.Minute},
 		{"ConnectTimeout", c.ConnectTimeout, 100 * time.Millisecond, 5 * time.Minute},
 		{"HandOffTimeout", c.HandOffTimeout, 100 * time.Millisecond, time.Hour},
-		{"CatchUpInterval", c.CatchUpInterval, MinCatchUpInterval, MaxCatchUpInterval},
+		{"PollInterval", c.PollInterval, MinPollInterval, MaxPollInterval},
 	} {
 		if b.v < b.lo || b.v > b.hi {
 			return fmt.Errorf("%s must be between %s and %s, got %s", b.name, b.lo, b.hi, b.v)
@@ -231,9 +226,6 @@ func (c Config) validate() error {
 	}
 	if c.BatchMaxRows < 1 || c.BatchMaxRows > MaxBatchMaxRows {
 		return fmt.Errorf("BatchMaxRows must be between 1 and %d, got %d", MaxBatchMaxRows, c.BatchMaxRows)
-	}
-	if c.CatchUpPageSize < 1 || c.CatchUpPageSize > MaxBatchMaxRows {
-		return fmt.Errorf("CatchUpPageSize must be between 1 and %d, got %d", MaxBatchMaxRows, c.CatchUpPageSize)
 	}
 	return nil
 }

@@ -3,7 +3,7 @@
 //
 // # Sources
 //
-// Logical (the default) reads a permanent logical replication slot with the
+// Logical reads a permanent logical replication slot with the
 // pgoutput plugin. Its publication covers only the users table, only
 // inserts (publish = 'insert'), and only the columns keyworker needs (id,
 // created_at, is_anonymous): emails and password hashes never enter the
@@ -15,18 +15,33 @@
 // than that (updates, all columns, other tables, a row filter) is refused
 // with ErrPublicationMismatch, never altered.
 //
-// Listen is the fallback for servers without wal_level = logical: a
-// statement-level AFTER INSERT trigger on the users table calls pg_notify
-// with each new permanent user's id and nothing else, inside an exception
-// block, so a signup cannot fail because of it. Notifications are hints: a
-// catch-up scan (users.Table.FindMissing, users created since installation
-// with no signup key) runs on every (re)connect and every CatchUpInterval
-// and enqueues what they missed. Duplicates (a user notified and found by a
-// scan before its job ran) are expected; the Enqueuer absorbs them. The
-// trigger is per statement, not per row, so a bulk insert of 10,000 users
-// opens one subtransaction, not 10,000. Errors at commit (a full
-// notification queue, PREPARE TRANSACTION after NOTIFY) cannot be caught
-// by the trigger; they are PostgreSQL's limits of LISTEN/NOTIFY.
+// Listen needs only what a role that may create a trigger on the users
+// table has (hosted Supabase's postgres role): no publication, no slot, no
+// REPLICATION. A statement-level AFTER INSERT trigger calls keyworker's
+// SECURITY DEFINER function, which inserts the new permanent users' ids
+// into keyworker's outbox table (OutboxTable) in the signup's transaction
+// and, unless another transaction in flight holds the wake-up advisory lock
+// (pg_try_advisory_xact_lock), notifies the listener. Skipping NOTIFY is
+// the point: PostgreSQL holds a database-wide lock from queuing a
+// notification to the end of the commit, so transactions that all notify
+// commit one at a time. The function runs in an exception block, so a
+// signup cannot fail because of it. The trigger is per statement, so a
+// bulk insert of 10,000 users opens one subtransaction and one insert.
+//
+// The listener deletes rows from the outbox (FOR UPDATE SKIP LOCKED, so
+// replicas share it) in the same transaction that enqueues their jobs: a
+// signup is in the outbox or in a job, whatever crashes and however long
+// the worker is down. Notifications are only wake-ups; the listener also
+// looks again shortly after every drain that found signups (for those
+// whose transaction skipped notifying and committed after that drain) and
+// every PollInterval. On start it enqueues a Reconcile for signups the
+// outbox never saw (made before the trigger existed, or while it was
+// disabled or failing).
+//
+// Logical mode, on start, turns listen mode's trigger function into a
+// no-op (only the table's owner may drop the trigger) and hands off what
+// the outbox holds; listen mode drops logical mode's slot when nobody
+// streams from it, since an abandoned slot keeps WAL forever.
 //
 // # The hand-off (logical mode)
 //

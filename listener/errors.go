@@ -24,9 +24,10 @@ var (
 	ErrNoFreeSlot = errors.New("no free replication slot")
 	// ErrNoWALSender: every WAL sender (max_wal_senders) is busy.
 	ErrNoWALSender = errors.New("no free WAL sender")
-	// ErrPooler: the connection goes through a transaction pooler
-	// (Supavisor, PgBouncer), which carries neither replication nor LISTEN.
-	ErrPooler = errors.New("connection goes through a transaction pooler")
+	// ErrPooler: the connection goes through a pooler that cannot carry the
+	// mode: a transaction pooler (Supavisor or PgBouncer on 6543) carries
+	// neither replication nor LISTEN, a session pooler carries LISTEN only.
+	ErrPooler = errors.New("connection goes through a pooler")
 	// ErrNoTable: the users table does not exist. It is users.ErrNoTable.
 	ErrNoTable = users.ErrNoTable
 	// ErrNotPublishable: the publication does not exist and this role may

@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keyworker/keyworker/users"
@@ -29,10 +28,11 @@ const (
 	transitionTable = "keyworker_new_users"
 )
 
-// Listen reads signups from NOTIFY, sent by a trigger on the users table,
-// and, as the guarantee, from catch-up scans of the users table on every
-// (re)connect and every CatchUpInterval. Its methods are safe for
-// concurrent use.
+// Listen reads signups from an outbox table that a trigger on the users
+// table fills in each signup's transaction, woken by NOTIFY and polling
+// every PollInterval. Signups made while it is down wait in the outbox.
+// On start, and when asked (CatchUp), it enqueues a Reconcile job for
+// signups the outbox never saw. Its methods are safe for concurrent use.
 type Listen struct {
 	cfg Config
 	log *slog.Logger
@@ -46,7 +46,9 @@ type Listen struct {
 	pool        *pgxpool.Pool
 	ownPool     bool
 	installedAt time.Time
-	catchUpReq  chan struct{}
+	drain       *outboxDrain
+	// reconcileReq carries the reason for the next Reconcile job.
+	reconcileReq chan string
 }
 
 // NewListen checks cfg and returns a source that has not started.
@@ -56,18 +58,18 @@ func NewListen(cfg Config) (*Listen, error) {
 		return nil, err
 	}
 	l := &Listen{
-		cfg:        cfg,
-		log:        cfg.Logger.With("component", "listener", "mode", "listen", "channel", cfg.Channel),
-		catchUpReq: make(chan struct{}, 1),
+		cfg:          cfg,
+		log:          cfg.Logger.With("component", "listener", "mode", "listen", "channel", cfg.Channel),
+		reconcileReq: make(chan string, 1),
 	}
 	l.st.s = Status{Mode: "listen", Role: RoleIdle, Channel: cfg.Channel}
 	return l, nil
 }
 
-// Start runs the preflight (not a pooler, the users table, keyworker's
-// schema, privileges), installs the trigger function and, when this role
-// may, the trigger, then listens and catches up in background goroutines
-// until Stop is called or ctx ends. It returns a *PreflightError (matching
+// Start runs the preflight (not a transaction pooler, the users table,
+// keyworker's schema and outbox, privileges), installs the trigger
+// function and, when this role may, the trigger, then listens and drains
+// the outbox in a background goroutine until Stop is called or ctx ends. It returns a *PreflightError (matching
 // one of the Err* sentinels) when a precondition fails; ErrNoTrigger
 // carries the statement the table's owner must run.
 func (l *Listen) Start(ctx context.Context) error {
@@ -76,8 +78,8 @@ func (l *Listen) Start(ctx context.Context) error {
 	if l.started || l.stopped {
 		return errors.New("starting the listen listener: it was already started or stopped")
 	}
-	if reason := poolerReason(l.cfg.ConnString); reason != "" {
-		return poolerError(reason, nil)
+	if p := classifyPooler(l.cfg.ConnString); p.kind == transactionPooler {
+		return poolerError(p, ModeListen, nil)
 	}
 	l.pool = l.cfg.Pool
 	if l.pool == nil {
@@ -93,17 +95,16 @@ func (l *Listen) Start(ctx context.Context) error {
 		}
 		return err
 	}
+	dropIdleSlot(ctx, l.pool, l.cfg.SlotName, l.log)
+	l.drain = newOutboxDrain(l.pool, l.cfg, l.handedOff)
+	signalReason(l.reconcileReq, "listen mode started")
 	runCtx, cancel := context.WithCancel(ctx)
 	l.cancel = cancel
 	l.started = true
-	l.wg.Add(2)
+	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		l.listenLoop(runCtx)
-	}()
-	go func() {
-		defer l.wg.Done()
-		l.catchUpLoop(runCtx)
 	}()
 	go func() {
 		<-runCtx.Done()
@@ -149,9 +150,17 @@ func (l *Listen) Run(ctx context.Context) error {
 // Status returns a snapshot. It is cheap and safe to call at any time.
 func (l *Listen) Status() Status { return l.st.snapshot() }
 
-// CatchUp asks for a catch-up scan now (it runs in the background). It is
-// what a reconcile request looks like in listen mode.
-func (l *Listen) CatchUp() { signal(l.catchUpReq) }
+// CatchUp asks for a Reconcile job after the next drain of the outbox
+// (within PollInterval).
+func (l *Listen) CatchUp() { signalReason(l.reconcileReq, "requested") }
+
+// signalReason sends reason on c unless a reason is already waiting.
+func signalReason(c chan string, reason string) {
+	select {
+	case c <- reason:
+	default:
+	}
+}
 
 func (l *Listen) preflight(ctx context.Context) error {
 	if err := l.pool.Ping(ctx); err != nil {
@@ -165,6 +174,9 @@ func (l *Listen) preflight(ctx context.Context) error {
 		return err
 	}
 	if err := checkMigrated(ctx, l.pool, l.cfg.Schema, "api_keys", "SELECT"); err != nil {
+		return err
+	}
+	if err := checkMigrated(ctx, l.pool, l.cfg.Schema, OutboxTable, "SELECT, INSERT, DELETE"); err != nil {
 		return err
 	}
 	var canRead bool
@@ -191,10 +203,16 @@ func (l *Listen) preflight(ctx context.Context) error {
 	return l.ensureTrigger(ctx, user, owner)
 }
 
-// functionBody is the trigger function: one pg_notify per inserted
-// permanent user, and nothing that can fail a signup. It runs once per
-// INSERT statement, not per row, so a bulk insert pays for one exception
-// block (a subtransaction), not one per row.
+// functionBody is the trigger function. It runs once per INSERT
+// statement, not per row, as the function's owner (keyworker's role, which
+// owns the outbox; SECURITY DEFINER), and does two cheap things in the
+// signup's transaction: it appends the new users' ids to the outbox, and
+// it notifies the listener unless another transaction in flight already
+// holds the wake-up lock (and so will notify when it commits). Notifying
+// takes PostgreSQL's database-wide notify lock until the end of the commit,
+// so skipping it keeps signups from committing one at a time. Nothing in
+// it can fail a signup: any error is swallowed, and the reconcile finds
+// the user.
 func (l *Listen) functionBody() string {
 	t := l.cfg.Table
 	where := ""
@@ -202,16 +220,16 @@ func (l *Listen) functionBody() string {
 		where = " WHERE NOT coalesce(n." + users.Col(t.Anonymous()) + ", false)"
 	}
 	return `
-DECLARE
-	r record;
 BEGIN
-	FOR r IN SELECT n.` + users.Col(t.IDColumn) + `::text AS id FROM ` + transitionTable + ` n` + where + ` LOOP
-		PERFORM pg_catalog.pg_notify('` + l.cfg.Channel + `', r.id);
-	END LOOP;
+	INSERT INTO ` + pgx.Identifier{l.cfg.Schema, OutboxTable}.Sanitize() + ` (user_id)
+	SELECT n.` + users.Col(t.IDColumn) + ` FROM ` + transitionTable + ` n` + where + `;
+	IF FOUND AND pg_catalog.pg_try_advisory_xact_lock(` + fmt.Sprint(outboxLockKey(l.cfg.Schema)) + `) THEN
+		PERFORM pg_catalog.pg_notify('` + l.cfg.Channel + `', '');
+	END IF;
 	RETURN NULL;
 EXCEPTION WHEN others THEN
-	-- A signup must never fail because of keyworker: the catch-up scan
-	-- finds what this missed.
+	-- A signup must never fail because of keyworker: the reconcile finds
+	-- what this missed.
 	RETURN NULL;
 END
 `
@@ -221,20 +239,12 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	t := l.cfg.Table
 	fn := pgx.Identifier{l.cfg.Schema, TriggerFunction}.Sanitize()
 	body := l.functionBody()
-	var current *string
-	if err := l.pool.QueryRow(ctx, `SELECT p.prosrc FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($1)`, fn+"()").Scan(&current); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("looking up %s: %w", fn, err)
-	}
-	if current == nil || *current != body {
-		_, err := l.pool.Exec(ctx, `CREATE OR REPLACE FUNCTION `+fn+`() RETURNS trigger
-			LANGUAGE plpgsql SET search_path = '' AS $kw$`+body+`$kw$`)
-		if err != nil {
-			if sqlState(err) == pgerrcode.InsufficientPrivilege {
-				return &PreflightError{Kind: ErrNoPrivilege, Detail: fmt.Sprintf("role %s may not create or replace %s", user, fn),
-					Fix: "run the worker as the role that ran `worker migrate` (it owns the schema)", Cause: err}
-			}
-			return fmt.Errorf("creating %s: %w", fn, err)
+	if err := replaceFunction(ctx, l.pool, fn, body); err != nil {
+		if sqlState(err) == pgerrcode.InsufficientPrivilege {
+			return &PreflightError{Kind: ErrNoPrivilege, Detail: fmt.Sprintf("role %s may not create or replace %s", user, fn),
+				Fix: "run the worker as the role that ran `worker migrate` (it owns the schema)", Cause: err}
 		}
+		return err
 	}
 	var fnOK bool
 	var enabled string
@@ -309,6 +319,9 @@ func (l *Listen) listenLoop(ctx context.Context) {
 }
 
 // listenSession holds one LISTEN connection until it fails or ctx ends.
+// It drains the outbox on connecting, on every notification, a few times
+// shortly after a drain that found signups (see followUps), and every
+// PollInterval.
 func (l *Listen) listenSession(ctx context.Context) (connected bool, err error) {
 	cfg, err := pgconn.ParseConfig(l.cfg.ConnString)
 	if err != nil {
@@ -320,12 +333,6 @@ func (l *Listen) listenSession(ctx context.Context) (connected bool, err error) 
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "keyworker"
 	}
-	var pending []string
-	cfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) {
-		if n.Channel == l.cfg.Channel {
-			pending = append(pending, n.Payload)
-		}
-	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return false, fmt.Errorf("connecting to listen: %w", err)
@@ -335,154 +342,116 @@ func (l *Listen) listenSession(ctx context.Context) (connected bool, err error) 
 		return false, fmt.Errorf("listening on %s: %w", l.cfg.Channel, err)
 	}
 	l.st.setRole(RoleListening)
-	// Listening first, then scanning: a signup committed before LISTEN took
-	// effect is found by the scan, one after it is notified.
-	l.CatchUp()
+	// Listening first, then draining: a signup committed before LISTEN took
+	// effect is in the outbox, one after it wakes us.
+	quiet := len(followUps) // drains in a row that found nothing
 	for {
-		if len(pending) == 0 {
-			if err := conn.WaitForNotification(ctx); err != nil {
-				return true, fmt.Errorf("waiting for notifications: %w", err)
-			}
+		took, err := l.drain.run(ctx)
+		if err != nil {
+			return true, err
 		}
-		// Wait a little for more, to enqueue them together.
-		deadline := time.Now().Add(l.cfg.BatchMaxWait)
-		for len(pending) < l.cfg.BatchMaxRows {
-			wctx, cancel := context.WithDeadline(ctx, deadline)
-			err := conn.WaitForNotification(wctx)
-			cancel()
-			if err == nil {
-				continue
+		now := time.Now()
+		l.st.update(func(s *Status) { s.Drains++; s.LastDrainAt = now })
+		select {
+		case reason := <-l.reconcileReq:
+			if err := l.reconcile(ctx, reason); err != nil {
+				signalReason(l.reconcileReq, reason)
+				return true, err
 			}
-			if pgconn.Timeout(err) {
-				break
-			}
-			return true, fmt.Errorf("waiting for notifications: %w", err)
+		default:
 		}
-		n := min(len(pending), l.cfg.BatchMaxRows)
-		batch := pending[:n:n]
-		pending = pending[n:]
-		if err := l.enqueueNotified(ctx, batch); err != nil {
-			// Notifications are hints: the catch-up scan finds these users.
-			l.st.fail(err)
-			l.log.Warn("enqueuing notified signups failed; a catch-up scan will find them", "error", err, "signups", len(batch))
-			l.CatchUp()
+		if took > 0 {
+			quiet = 0
+		} else if quiet < len(followUps) {
+			quiet++
+		}
+		wait := l.cfg.PollInterval
+		if quiet < len(followUps) {
+			wait = min(wait, followUps[quiet])
+		}
+		gather := l.cfg.BatchMaxWait
+		if took >= loadedDrain {
+			gather = max(gather, loadedGather)
+		}
+		if err := l.wait(ctx, conn, wait, gather); err != nil {
+			return true, err
+		}
+		if ctx.Err() != nil {
+			return true, ctx.Err()
 		}
 	}
 }
 
-func (l *Listen) enqueueNotified(ctx context.Context, payloads []string) error {
-	signups := make([]Signup, 0, len(payloads))
-	for _, p := range payloads {
-		var id pgtype.UUID
-		if err := id.Scan(p); err != nil || !id.Valid {
-			l.log.Warn("ignoring a notification that is not a user id", "payload_len", len(p))
-			continue
+// followUps are how soon the listener looks in the outbox again after a
+// drain that found signups, then after each look that found none, before
+// it falls back to PollInterval: for signups whose transaction skipped
+// notifying (another one was) and committed after that one's drain.
+var followUps = []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond}
+
+// Under load (a drain found at least loadedDrain signups) the listener
+// gathers for loadedGather instead of BatchMaxWait before the next drain:
+// fewer, larger create-keys jobs cost the database and the worker less
+// per key, which leaves more of both to the signups. At a steady few
+// hundred signups a second drains stay small and the wait short.
+const (
+	loadedDrain  = 20
+	loadedGather = 50 * time.Millisecond
+)
+
+// wait waits up to d for a notification (any: they are wake-ups), then,
+// when one came, gather more for the signups committing with it, so they
+// are handed off together. It returns nil on a notification or a timeout.
+func (l *Listen) wait(ctx context.Context, conn *pgconn.PgConn, d, gather time.Duration) error {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	err := conn.WaitForNotification(wctx)
+	cancel()
+	if err == nil {
+		gather, cancel := context.WithTimeout(ctx, gather)
+		for err == nil {
+			err = conn.WaitForNotification(gather)
 		}
-		signups = append(signups, Signup{UserID: id.String()})
+		cancel()
 	}
-	if len(signups) == 0 {
+	if err == nil || pgconn.Timeout(err) && ctx.Err() == nil {
 		return nil
 	}
-	return l.enqueue(ctx, signups, nil)
+	return fmt.Errorf("waiting for notifications: %w", err)
 }
 
-// enqueue hands signups to the Enqueuer in one transaction.
-func (l *Listen) enqueue(ctx context.Context, signups []Signup, lastAt *time.Time) error {
+// reconcile enqueues a Reconcile job: the last guarantee, for signups the
+// outbox never saw (made before the trigger existed, or while it was
+// disabled, or when its insert failed and was swallowed).
+func (l *Listen) reconcile(ctx context.Context, reason string) error {
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.HandOffTimeout)
 	defer cancel()
-	started := time.Now()
-	var n int
-	err := pgx.BeginFunc(hctx, l.pool, func(tx pgx.Tx) error {
-		var err error
-		n, err = l.cfg.Enqueuer.EnqueueSignupsTx(hctx, tx, signups)
+	if err := pgx.BeginFunc(hctx, l.pool, func(tx pgx.Tx) error {
+		return l.cfg.Enqueuer.EnqueueReconcileTx(hctx, tx, reason)
+	}); err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("enqueuing %d signups: %w", len(signups), err)
 	}
+	l.st.update(func(s *Status) { s.Reconciles++ })
+	l.log.Info("reconcile enqueued", "reason", reason)
+	return nil
+}
+
+// handedOff records a committed hand-off from the outbox.
+func (l *Listen) handedOff(signups []Signup, enqueued int, took time.Duration) {
 	now := time.Now()
-	b := Batch{Signups: len(signups), Enqueued: n, Duration: now.Sub(started), CommittedAt: now}
+	var last time.Time
+	for _, s := range signups {
+		if s.CreatedAt.After(last) {
+			last = s.CreatedAt
+		}
+	}
+	b := Batch{Signups: len(signups), Enqueued: enqueued, Duration: took, CommittedAt: now}
 	l.st.update(func(s *Status) {
 		s.Signups += uint64(len(signups))
-		s.Enqueued += uint64(n)
+		s.Enqueued += uint64(enqueued)
 		s.Batches++
 		s.LastBatch = b
-		if lastAt != nil {
-			s.LastSignupAt = *lastAt
-		} else {
-			s.LastSignupAt = now
-		}
+		s.LastSignupAt = last
 	})
 	if l.cfg.OnBatch != nil {
 		l.cfg.OnBatch(b)
 	}
-	return nil
-}
-
-func (l *Listen) catchUpLoop(ctx context.Context) {
-	ticker := time.NewTicker(l.cfg.CatchUpInterval)
-	defer ticker.Stop()
-	bo := newBackoff(l.cfg.BackoffMin, l.cfg.BackoffMax)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-l.catchUpReq:
-		case <-ticker.C:
-		}
-		for {
-			err := l.catchUp(ctx)
-			if err == nil || ctx.Err() != nil {
-				bo.reset()
-				break
-			}
-			l.st.fail(err)
-			wait := bo.next()
-			l.log.Warn("catch-up scan failed; retrying", "error", err, "retry_in", wait)
-			if sleep(ctx, wait) != nil {
-				return
-			}
-		}
-	}
-}
-
-// catchUp enqueues every eligible user created since installation that
-// has no signup key, a page at a time.
-func (l *Listen) catchUp(ctx context.Context) error {
-	elig := users.Eligibility{Since: l.installedAt, IncludeAnonymous: l.cfg.IncludeAnonymous}
-	after, found := "", 0
-	for {
-		page, err := l.cfg.Table.FindMissing(ctx, l.pool, l.cfg.Schema, elig, after, l.cfg.CatchUpPageSize)
-		if err != nil {
-			return err
-		}
-		if len(page) == 0 {
-			break
-		}
-		signups := make([]Signup, len(page))
-		var lastAt *time.Time
-		for i, m := range page {
-			signups[i] = Signup{UserID: m.UserID}
-			if m.CreatedAt != nil {
-				signups[i].CreatedAt = *m.CreatedAt
-				if lastAt == nil || m.CreatedAt.After(*lastAt) {
-					lastAt = m.CreatedAt
-				}
-			}
-		}
-		if err := l.enqueue(ctx, signups, lastAt); err != nil {
-			return err
-		}
-		found += len(page)
-		after = page[len(page)-1].UserID
-		if len(page) < l.cfg.CatchUpPageSize {
-			break
-		}
-	}
-	now := time.Now()
-	l.st.update(func(s *Status) { s.CatchUps++; s.LastCatchUpAt = now })
-	if found > 0 {
-		l.log.Info("catch-up scan enqueued signups no notification delivered", "signups", found)
-	}
-	return nil
 }

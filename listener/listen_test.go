@@ -3,6 +3,7 @@ package listener
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,45 +20,150 @@ func startListen(t *testing.T, cfg Config) *Listen {
 		t.Fatalf("starting: %v", err)
 	}
 	t.Cleanup(l.Stop)
-	waitFor(t, 10*time.Second, "listening and the first catch-up done", func() bool {
+	waitFor(t, 10*time.Second, "listening and the first drain done", func() bool {
 		st := l.Status()
-		return st.Role == RoleListening && st.CatchUps >= 1
+		return st.Role == RoleListening && st.Drains >= 1
 	})
 	return l
 }
 
-func TestListenModeCatchesUpAfterDowntime(t *testing.T) {
+func TestListenModeOutboxCarriesSignupsThroughDowntime(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	cfg := e.config("")
-	cfg.Enqueuer = testEnqueuer{fakeKeys: true}
 	a := startListen(t, cfg)
+	waitFor(t, 5*time.Second, "the reconcile enqueued at start", func() bool {
+		return e.count(`SELECT count(*) FROM public.test_reconciles WHERE reason = 'listen mode started'`) == 1
+	})
 
-	// Up: notifications deliver.
+	// Up: the outbox and its wake-ups deliver.
 	e.insertSeparateTx(100)
 	e.insertOneTx(100)
 	e.waitAllJobs(30 * time.Second)
 	e.assertExactlyOnce()
 	waitFor(t, 5*time.Second, "status to count 180 signups", func() bool { return a.Status().Signups == 180 })
-	if st := a.Status(); st.Signups != 180 || st.CatchUps != 1 {
-		t.Fatalf("status: %d signups, %d catch-ups; want 180 notified, 1 (empty) catch-up", st.Signups, st.CatchUps)
-	}
 	a.Stop()
 
-	// Down for 1,000 signups: nobody listens, the notifications are gone.
+	// Down for 1,000 signups: nobody listens, the outbox keeps them.
 	e.insertSeparateTx(1_000)
+	if n := e.count(`SELECT count(*) FROM keyworker.signup_outbox`); n != 900 {
+		t.Fatalf("the outbox holds %d signups while the worker is down, want the 900 permanent ones", n)
+	}
 	b := startListen(t, cfg)
 	e.waitAllJobs(30 * time.Second)
 	e.assertExactlyOnce()
-	waitFor(t, 5*time.Second, "the catch-up to count 900 signups", func() bool { return b.Status().Signups == 900 })
+	waitFor(t, 5*time.Second, "the drain to count 900 signups", func() bool { return b.Status().Signups == 900 })
+	if n := e.count(`SELECT count(*) FROM keyworker.signup_outbox`); n != 0 {
+		t.Fatalf("%d signups left in the outbox after they were enqueued", n)
+	}
 
-	// The connection is killed: it comes back and catches up again.
+	// The connection is killed: it comes back and drains again.
 	e.exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'`)
-	waitFor(t, 10*time.Second, "a reconnect with its catch-up", func() bool {
+	waitFor(t, 10*time.Second, "a reconnect", func() bool {
 		st := b.Status()
-		return st.Reconnects >= 1 && st.CatchUps >= 2 && st.Role == RoleListening
+		return st.Reconnects >= 1 && st.Role == RoleListening
 	})
 	e.insertSeparateTx(100)
+	e.waitAllJobs(30 * time.Second)
+	e.assertExactlyOnce()
+}
+
+// Concurrent signups mostly skip notifying (another transaction in flight
+// holds the wake-up lock); follow-up drains find those that commit after
+// the drain their wake-up caused. PollInterval is an hour here, so nothing
+// arrives by polling.
+func TestListenConcurrentSignupsAllArrive(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	startListen(t, e.config(""))
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 40 {
+				if _, err := e.pool.Exec(ctx, `INSERT INTO auth.users (id, created_at, is_anonymous) VALUES (gen_random_uuid(), now(), false)`); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("signing up: %v", err)
+	}
+	e.waitAllJobs(30 * time.Second)
+	e.assertExactlyOnce()
+	if n := e.count(`SELECT count(*) FROM public.test_jobs`); n != 640 {
+		t.Fatalf("%d jobs, want 640", n)
+	}
+}
+
+// Nothing in the signup's transaction can fail it: with the outbox gone
+// the trigger's insert fails, the signup commits anyway, and the
+// reconcile at the next start finds the user.
+func TestSignupsSucceedWhenTheOutboxIsBroken(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	cfg := e.config("")
+	cfg.Enqueuer = testEnqueuer{fillOnReconcile: true}
+	l := startListen(t, cfg)
+	l.Stop()
+	e.exec(`ALTER TABLE keyworker.signup_outbox RENAME TO signup_outbox_gone`)
+	owner, err := pgx.Connect(context.Background(), withUser(t, e.url, "supabase_auth_admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close(context.Background())
+	if _, err := owner.Exec(context.Background(), `INSERT INTO auth.users (id, created_at, is_anonymous)
+		SELECT gen_random_uuid(), now(), false FROM generate_series(1, 10)`); err != nil {
+		t.Fatalf("a signup failed because the outbox is broken: %v", err)
+	}
+	e.exec(`ALTER TABLE keyworker.signup_outbox_gone RENAME TO signup_outbox`)
+	startListen(t, cfg)
+	e.waitAllJobs(30 * time.Second)
+	e.assertExactlyOnce()
+}
+
+// Switching to logical mode stops the outbox (the trigger stays: only the
+// table's owner may drop it) and hands off what it held; switching back
+// drops logical mode's idle slot, which would keep WAL forever.
+func TestSwitchingModesKeepsEverySignupAndNoLeftovers(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	slot := "kw_switch"
+	cfg := e.config(slot)
+	startListen(t, cfg).Stop()
+	e.insertSeparateTx(50) // 45 permanent users wait in the outbox
+
+	lg, err := NewLogical(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lg.Start(context.Background()); err != nil {
+		t.Fatalf("starting logical mode: %v", err)
+	}
+	t.Cleanup(lg.Stop)
+	e.waitAllJobs(30 * time.Second)
+	e.assertExactlyOnce()
+	e.insertSeparateTx(50)
+	e.waitAllJobs(30 * time.Second)
+	e.assertExactlyOnce()
+	if n := e.count(`SELECT count(*) FROM keyworker.signup_outbox`); n != 0 {
+		t.Fatalf("the outbox still fills in logical mode: %d rows", n)
+	}
+	lg.Stop()
+	e.waitSlotInactive(slot)
+
+	startListen(t, cfg)
+	if n := e.count(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot); n != 0 {
+		t.Fatalf("listen mode left logical mode's idle slot %s in place", slot)
+	}
+	e.insertSeparateTx(50)
 	e.waitAllJobs(30 * time.Second)
 	e.assertExactlyOnce()
 }
@@ -72,6 +178,7 @@ func TestListenTriggerNeedsTheTableOwner(t *testing.T) {
 	e.exec(`ALTER SCHEMA keyworker OWNER TO kw_listener`)
 	e.exec(`ALTER TABLE keyworker.installation OWNER TO kw_listener`)
 	e.exec(`ALTER TABLE keyworker.api_keys OWNER TO kw_listener`)
+	e.exec(`ALTER TABLE keyworker.signup_outbox OWNER TO kw_listener`)
 	e.exec(`GRANT USAGE ON SCHEMA auth TO kw_listener`)
 	e.exec(`GRANT SELECT ON auth.users TO kw_listener`)
 	e.exec(`GRANT ALL ON public.test_jobs TO kw_listener`)

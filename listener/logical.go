@@ -73,8 +73,8 @@ func (l *Logical) Start(ctx context.Context) error {
 	if l.started || l.stopped {
 		return errors.New("starting the logical listener: it was already started or stopped")
 	}
-	if reason := poolerReason(l.cfg.ConnString); reason != "" {
-		return poolerError(reason, nil)
+	if err := CheckDirect(l.cfg.ConnString, ModeLogical); err != nil {
+		return err
 	}
 	l.pool = l.cfg.Pool
 	if l.pool == nil {
@@ -105,6 +105,11 @@ func (l *Logical) Start(ctx context.Context) error {
 		return fail(err)
 	}
 	l.st.update(func(s *Status) { s.Checkpoint = start.checkpoint; s.Confirmed = start.confirmed })
+	// The slot exists: every signup from here on reaches the stream, so
+	// listen mode's outbox (if an earlier run used it) can be emptied.
+	if err := retireOutbox(ctx, l.pool, l.cfg, l.log); err != nil {
+		return fail(err)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	l.cancel = cancel
 	l.done = make(chan struct{})

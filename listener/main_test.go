@@ -178,7 +178,7 @@ func (e *env) config(slot string) Config {
 		BackoffMin:          20 * time.Millisecond,
 		BackoffMax:          500 * time.Millisecond,
 		StandbyPollInterval: 50 * time.Millisecond,
-		CatchUpInterval:     time.Hour,
+		PollInterval:        time.Hour,
 		Logger:              slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }

@@ -19,49 +19,87 @@ import (
 const minServerVersion = 150000
 
 // poolerPort is the port Supavisor (and Supabase's PgBouncer) serve
-// transaction pooling on.
+// transaction pooling on; Supavisor serves session pooling on 5432.
 const poolerPort = 6543
 
-// poolerReason returns why connString looks like a transaction pooler, or
-// "" when it does not. It is a heuristic on the address; the replication
-// handshake catches poolers elsewhere.
-func poolerReason(connString string) string {
+// Source modes, as KEYWORKER_MODE names them.
+const (
+	ModeLogical = "logical"
+	ModeListen  = "listen"
+)
+
+type poolerKind int
+
+const (
+	notPooler poolerKind = iota
+	// sessionPooler gives each client its own server session for as long
+	// as it is connected: LISTEN and plain queries work, replication does
+	// not.
+	sessionPooler
+	// transactionPooler hands a server session out per transaction:
+	// LISTEN, session settings and replication do not work.
+	transactionPooler
+)
+
+type pooler struct {
+	kind   poolerKind
+	reason string
+}
+
+// classifyPooler tells from connString's addresses whether it reaches a
+// pooler and which kind. It is a heuristic on the address (Supabase's
+// pooler host, port 6543); the replication handshake catches other poolers
+// in logical mode.
+func classifyPooler(connString string) pooler {
 	cfg, err := pgconn.ParseConfig(connString)
 	if err != nil {
-		return ""
+		return pooler{}
 	}
 	hosts := []*pgconn.FallbackConfig{{Host: cfg.Host, Port: cfg.Port}}
 	hosts = append(hosts, cfg.Fallbacks...)
+	found := pooler{}
 	for _, h := range hosts {
+		supavisor := strings.HasSuffix(strings.ToLower(h.Host), ".pooler.supabase.com")
 		switch {
-		case strings.HasSuffix(strings.ToLower(h.Host), ".pooler.supabase.com"):
-			return fmt.Sprintf("host %s is Supabase's Supavisor pooler", h.Host)
+		case h.Port == poolerPort && supavisor:
+			return pooler{transactionPooler, fmt.Sprintf("host %s port %d is Supabase's transaction pooler (Supavisor)", h.Host, h.Port)}
 		case h.Port == poolerPort:
-			return fmt.Sprintf("port %d is the transaction pooler's port (Supavisor, PgBouncer)", poolerPort)
+			return pooler{transactionPooler, fmt.Sprintf("port %d is the transaction pooler's port (Supavisor, PgBouncer)", poolerPort)}
+		case supavisor:
+			found = pooler{sessionPooler, fmt.Sprintf("host %s port %d is Supabase's session pooler (Supavisor)", h.Host, h.Port)}
 		}
 	}
-	return ""
+	return found
 }
 
-// CheckDirect reports, before anything connects, whether connString
-// points at a transaction pooler rather than the database itself: a
-// *PreflightError wrapping ErrPooler, or nil. It is the address heuristic
-// of Start's preflight (Supabase's pooler host, port 6543).
-func CheckDirect(connString string) error {
-	if reason := poolerReason(connString); reason != "" {
-		return poolerError(reason, nil)
+// CheckDirect reports, before anything connects, whether connString can
+// carry mode (ModeLogical or ModeListen): a *PreflightError wrapping
+// ErrPooler when it points at a pooler that cannot (any pooler for logical
+// mode, a transaction pooler for listen mode), or nil. It is the address
+// heuristic of Start's preflight (Supabase's pooler host, port 6543).
+func CheckDirect(connString, mode string) error {
+	p := classifyPooler(connString)
+	if p.kind == transactionPooler || p.kind == sessionPooler && mode == ModeLogical {
+		return poolerError(p, mode, nil)
 	}
 	return nil
 }
 
-func poolerError(reason string, cause error) error {
-	return &PreflightError{
-		Kind:   ErrPooler,
-		Detail: reason,
-		Fix: "logical replication and LISTEN need a direct connection: set DATABASE_URL to the database itself " +
-			"(Supabase: the \"Direct connection\" string, db.<project-ref>.supabase.co port 5432, not the pooler)",
-		Cause: cause,
+// IsSessionPooler reports whether connString points at Supabase's session
+// pooler, which carries listen mode but not logical replication.
+func IsSessionPooler(connString string) bool {
+	return classifyPooler(connString).kind == sessionPooler
+}
+
+func poolerError(p pooler, mode string, cause error) error {
+	fix := "listen mode needs a session of its own: use the session pooler (Supabase: the \"Session pooler\" string, " +
+		"<project>.pooler.supabase.com port 5432, which also works over IPv4) or the direct connection (db.<project-ref>.supabase.co port 5432)"
+	if mode == ModeLogical {
+		fix = "logical replication does not pass through a pooler: set DATABASE_URL to the database itself " +
+			"(Supabase: the \"Direct connection\" string, db.<project-ref>.supabase.co port 5432, IPv6 unless the project has the IPv4 add-on), " +
+			"or use listen mode (KEYWORKER_MODE=listen or auto), which works through the session pooler (port 5432)"
 	}
+	return &PreflightError{Kind: ErrPooler, Detail: p.reason, Fix: fix, Cause: cause}
 }
 
 // quoteIdents asks the server to quote names exactly as it would need them
@@ -183,12 +221,12 @@ func (l *Logical) preflight(ctx context.Context) error {
 	sys, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {
 		if sqlState(err) == pgerrcode.SyntaxError {
-			return poolerError("the server took IDENTIFY_SYSTEM for SQL, so the replication=database parameter did not reach it", err)
+			return poolerError(pooler{transactionPooler, "the server took IDENTIFY_SYSTEM for SQL, so the replication=database parameter did not reach it"}, ModeLogical, err)
 		}
 		return fmt.Errorf("identifying the system over the replication connection: %w", err)
 	}
 	if sys.DBName != f.database {
-		return poolerError(fmt.Sprintf("the replication connection reached database %q but the pool reached %q", sys.DBName, f.database), nil)
+		return poolerError(pooler{sessionPooler, fmt.Sprintf("the replication connection reached database %q but the pool reached %q", sys.DBName, f.database)}, ModeLogical, nil)
 	}
 	return nil
 }
@@ -248,7 +286,7 @@ func (l *Logical) connectReplication(ctx context.Context) (*pgconn.PgConn, error
 	}
 	switch sqlState(err) {
 	case pgerrcode.ProtocolViolation:
-		return nil, poolerError("the server refused the replication=database startup parameter", err)
+		return nil, poolerError(pooler{sessionPooler, "the server refused the replication=database startup parameter"}, ModeLogical, err)
 	case pgerrcode.InvalidAuthorizationSpecification:
 		return nil, &PreflightError{Kind: ErrNoReplication,
 			Detail: "the server refused a replication connection for this role",

@@ -32,7 +32,7 @@ func TestConfigValidationNamesTheFieldAndBound(t *testing.T) {
 		{"wait", func(c *Config) { c.BatchMaxWait = time.Minute }, "BatchMaxWait must be between 1ms and 10s, got 1m0s"},
 		{"status", func(c *Config) { c.StatusInterval = 11 * time.Second }, "StatusInterval must be between 100ms and 10s, got 11s"},
 		{"backoff", func(c *Config) { c.BackoffMin, c.BackoffMax = time.Second, time.Millisecond }, "BackoffMax must be between 1s and 1h0m0s, got 1ms"},
-		{"catch-up", func(c *Config) { c.CatchUpInterval = time.Millisecond }, "CatchUpInterval must be between 1s and 24h0m0s, got 1ms"},
+		{"poll", func(c *Config) { c.PollInterval = time.Millisecond }, "PollInterval must be between 10ms and 1h0m0s, got 1ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base
@@ -59,24 +59,43 @@ func TestConfigValidationNamesTheFieldAndBound(t *testing.T) {
 	}
 }
 
-func TestPoolerConnectionsAreRefused(t *testing.T) {
+func TestPoolersAreToldApart(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		dsn    string
-		pooled bool
+		dsn  string
+		kind poolerKind
 	}{
-		{"postgres://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres", true},
-		{"postgres://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres", true},
-		{"host=pgbouncer.internal port=6543 user=app dbname=app", true},
-		{"postgres://postgres:pw@db.abcdefghij.supabase.co:5432/postgres", false},
-		{"postgres://app@127.0.0.1:5432/app", false},
+		{"postgres://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres", transactionPooler},
+		{"postgres://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres", sessionPooler},
+		{"host=pgbouncer.internal port=6543 user=app dbname=app", transactionPooler},
+		{"postgres://postgres:pw@db.abcdefghij.supabase.co:5432/postgres", notPooler},
+		{"postgres://app@127.0.0.1:5432/app", notPooler},
 	} {
-		if got := poolerReason(tc.dsn) != ""; got != tc.pooled {
-			t.Errorf("%s: pooled = %v, want %v", tc.dsn, got, tc.pooled)
+		if got := classifyPooler(tc.dsn).kind; got != tc.kind {
+			t.Errorf("%s: pooler kind %d, want %d", tc.dsn, got, tc.kind)
 		}
 	}
-	// Start refuses before connecting, and says where the direct
-	// connection is.
+	session := "postgres://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres"
+	transaction := "postgres://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
+	for _, tc := range []struct {
+		dsn, mode string
+		refused   bool
+		names     string // the alternative the refusal names
+	}{
+		{session, ModeListen, false, ""},
+		{session, ModeLogical, true, "KEYWORKER_MODE=listen"},
+		{transaction, ModeListen, true, "Session pooler"},
+		{transaction, ModeLogical, true, "Direct connection"},
+	} {
+		err := CheckDirect(tc.dsn, tc.mode)
+		if tc.refused != (err != nil) || err != nil && (!errors.Is(err, ErrPooler) || !strings.Contains(err.Error(), tc.names)) {
+			t.Errorf("%s in %s mode: %v; want refused=%v naming %q", tc.dsn, tc.mode, err, tc.refused, tc.names)
+		}
+		if err != nil && strings.Contains(err.Error(), "transaction pooler") && tc.dsn == session {
+			t.Errorf("the session pooler is called a transaction pooler: %v", err)
+		}
+	}
+	// Start refuses before connecting, and names what works.
 	cfg := Config{ConnString: "postgres://postgres.ref:pw@127.0.0.1:6543/postgres?connect_timeout=1", Enqueuer: testEnqueuer{}}
 	for _, start := range []func() error{
 		func() error { l, _ := NewLogical(cfg); return l.Start(context.Background()) },
@@ -84,7 +103,7 @@ func TestPoolerConnectionsAreRefused(t *testing.T) {
 	} {
 		err := start()
 		if !errors.Is(err, ErrPooler) || !strings.Contains(err.Error(), "port 5432") {
-			t.Fatalf("Start through a pooler: %v, want ErrPooler naming the direct connection", err)
+			t.Fatalf("Start through a transaction pooler: %v, want ErrPooler naming the session pooler or direct connection", err)
 		}
 	}
 }

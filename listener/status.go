@@ -62,10 +62,11 @@ type Status struct {
 	// start, or a lost slot recreated); Reconciles the reconciles it
 	// enqueued.
 	SlotsCreated, Reconciles uint64
-	// CatchUps counts listen mode's completed catch-up scans; LastCatchUpAt
-	// is when the last one finished.
-	CatchUps      uint64
-	LastCatchUpAt time.Time
+	// Drains counts listen mode's completed looks into the outbox (each
+	// empties it, a hand-off transaction per BatchMaxRows signups);
+	// LastDrainAt is when the last one finished.
+	Drains      uint64
+	LastDrainAt time.Time
 	// LastError is the last error met, and when; empty when none.
 	LastError   string
 	LastErrorAt time.Time

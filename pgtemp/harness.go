@@ -141,6 +141,30 @@ func (h *Harness) Database(t testing.TB) string {
 	return h.URL(name)
 }
 
+// SupabaseDatabase creates a fresh Supabase-shaped database without the
+// harness's Prepare step (for a test that migrates it as another role) and
+// returns its connection string. It is dropped, with its slots, when the
+// test ends.
+func (h *Harness) SupabaseDatabase(t testing.TB) string {
+	t.Helper()
+	h.mu.Lock()
+	h.seq++
+	name := fmt.Sprintf("kwt_%d_%d", os.Getpid(), h.seq)
+	h.mu.Unlock()
+	if err := h.exec(context.Background(), "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("creating test database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := h.DropDatabase(name); err != nil {
+			t.Logf("dropping test database %s: %v", name, err)
+		}
+	})
+	if err := SetupSupabase(context.Background(), h.URL(name)); err != nil {
+		t.Fatal(err)
+	}
+	return h.URL(name)
+}
+
 // DropDatabase drops a database and the replication slots on it.
 func (h *Harness) DropDatabase(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

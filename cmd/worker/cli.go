@@ -184,8 +184,9 @@ func connect(ctx context.Context, e env, v *values) (*pgxpool.Pool, error) {
 		return nil, &usageError{fmt.Sprintf("DATABASE_URL is malformed: %v (want postgres://user:password@host:5432/database)", err)}
 	}
 	// Session advisory locks (migrations) and LISTEN do not survive a
-	// transaction pooler.
-	if err := listener.CheckDirect(url); err != nil {
+	// transaction pooler; a session pooler carries them (not replication,
+	// which `worker run` checks for its mode).
+	if err := listener.CheckDirect(url, listener.ModeListen); err != nil {
 		return nil, &usageError{err.Error()}
 	}
 	if logger, err := newLogger(e, v); err == nil {

@@ -154,7 +154,7 @@ func TestReplayFiftyThousandUsersEnqueuesEachOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(text, "available 50,") || !strings.Contains(text, "does not exist yet") {
+	if !strings.Contains(text, "available 50,") || !strings.Contains(text, "auto: no worker has started yet") {
 		t.Fatalf("status text:\n%s", text)
 	}
 

@@ -24,7 +24,7 @@ func cmdDemo(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if err != nil || users < 1 || users > 1000 {
 		return &usageError{"--users must be between 1 and 1000"}
 	}
-	mode, err := v.oneOf("KEYWORKER_MODE", "logical", "listen")
+	mode, err := v.oneOf("KEYWORKER_MODE", "auto", "logical", "listen")
 	if err != nil {
 		return &usageError{err.Error()}
 	}

@@ -40,7 +40,7 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 	if cfg.DatabaseURL, err = v.require("DATABASE_URL", "set it to your database's direct connection string, e.g. postgres://postgres:<password>@db.<ref>.supabase.co:5432/postgres"); err != nil {
 		return cfg, err
 	}
-	if cfg.Mode, err = v.oneOf("KEYWORKER_MODE", daemon.ModeLogical, daemon.ModeListen); err != nil {
+	if cfg.Mode, err = v.oneOf("KEYWORKER_MODE", daemon.ModeAuto, daemon.ModeLogical, daemon.ModeListen); err != nil {
 		return cfg, err
 	}
 	cfg.Schema = v.str("KEYWORKER_SCHEMA")

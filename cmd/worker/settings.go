@@ -29,8 +29,8 @@ type setting struct {
 }
 
 var settings = []setting{
-	{env: "DATABASE_URL", flag: "database-url", help: "PostgreSQL connection string; a direct connection (Supabase: port 5432, not the 6543 pooler)", secret: true, groups: []string{"run", "migrate", "replay", "status", "keys", "trace"}},
-	{env: "KEYWORKER_MODE", flag: "mode", def: "logical", help: "how signups are read: logical (replication slot) or listen (LISTEN/NOTIFY trigger + catch-up scans)", groups: []string{"run", "status", "demo"}},
+	{env: "DATABASE_URL", flag: "database-url", help: "PostgreSQL connection string: the direct connection, or (listen mode) Supabase's session pooler on port 5432; never the transaction pooler on 6543", secret: true, groups: []string{"run", "migrate", "replay", "status", "keys", "trace"}},
+	{env: "KEYWORKER_MODE", flag: "mode", def: "auto", help: "how signups are read: logical (replication slot), listen (trigger + outbox table, woken by NOTIFY), or auto: logical when a publication exists or this role may make one, listen otherwise (hosted Supabase); the choice and why are logged, shown by `worker status` and on /metrics", groups: []string{"run", "status", "demo"}},
 	{env: "KEYWORKER_SCHEMA", flag: "schema", def: "keyworker", help: "schema holding keyworker's tables, functions and River's tables; end users are served from <schema>_api (at most 59 characters, not ending in _api)", groups: []string{"run", "migrate", "replay", "status", "keys", "trace"}},
 	{env: "KEYWORKER_USERS_TABLE", flag: "users-table", def: "auth.users", help: "schema-qualified users table", groups: []string{"run", "migrate", "replay", "status", "keys", "trace"}},
 	{env: "KEYWORKER_USERS_ID_COLUMN", flag: "users-id-column", def: "id", help: "users table's uuid primary key", groups: []string{"run", "migrate", "replay", "keys", "trace"}},

@@ -36,7 +36,7 @@ func TestSettingsPrecedenceFlagEnvFileDefault(t *testing.T) {
 		"KEYWORKER_SCHEMA":      "from_flag",
 		"KEYWORKER_KEY_PREFIX":  "acme_live",
 		"KEYWORKER_SEALING_KEY": "c2VhbGVk",
-		"KEYWORKER_MODE":        "logical",
+		"KEYWORKER_MODE":        "auto",
 		"KEYWORKER_HTTP_ADDR":   "127.0.0.1:8080",
 	} {
 		if got := v.str(env); got != want {
@@ -90,7 +90,7 @@ func TestRunConfigErrorsNameTheSettingAndValue(t *testing.T) {
 		{map[string]string{"KEYWORKER_SEALING_KEY": ""}, "KEYWORKER_SEALING_KEY is not set"},
 		{map[string]string{"KEYWORKER_SEALING_KEY": "c2hvcnQ="}, "KEYWORKER_SEALING_KEY: sealing key must be 32 bytes"},
 		{map[string]string{"DATABASE_URL": ""}, "DATABASE_URL is not set"},
-		{map[string]string{"KEYWORKER_MODE": "cdc"}, `KEYWORKER_MODE="cdc" is not allowed: use one of logical, listen`},
+		{map[string]string{"KEYWORKER_MODE": "cdc"}, `KEYWORKER_MODE="cdc" is not allowed: use one of auto, logical, listen`},
 		{map[string]string{"KEYWORKER_KEY_PREFIX": "Acme"}, "KEYWORKER_KEY_PREFIX"},
 		{map[string]string{"KEYWORKER_KEY_TTL": "1 year"}, `KEYWORKER_KEY_TTL="1 year" is not a duration`},
 		{map[string]string{"KEYWORKER_INCLUDE_ANONYMOUS": "maybe"}, `KEYWORKER_INCLUDE_ANONYMOUS="maybe" is not a boolean`},
@@ -111,7 +111,8 @@ func TestRunConfigErrorsNameTheSettingAndValue(t *testing.T) {
 		{map[string]string{"KEYWORKER_REVEAL_PER_ADDR": "lots"}, `KEYWORKER_REVEAL_PER_ADDR="lots" is not allowed`},
 		{map[string]string{"KEYWORKER_METRICS_ADDR": "9090"}, "KEYWORKER_METRICS_ADDR"},
 		{map[string]string{"KEYWORKER_PUBLIC_URL": "keys.example.com"}, "KEYWORKER_PUBLIC_URL"},
-		{map[string]string{"DATABASE_URL": "postgres://u:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres"}, "connection goes through a transaction pooler"},
+		{map[string]string{"DATABASE_URL": "postgres://u:pw@aws-0-eu-west-1.pooler.supabase.com:6543/postgres"}, "Supabase's transaction pooler"},
+		{map[string]string{"DATABASE_URL": "postgres://u:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres", "KEYWORKER_MODE": "logical"}, "logical replication does not pass through a pooler"},
 		{map[string]string{"DATABASE_URL": "postgres://u:pw@db.example.com:6543/postgres"}, "port 6543 is the transaction pooler's port"},
 		{map[string]string{"KEYWORKER_SMTP_URL": "smtp://127.0.0.1:25", "KEYWORKER_MAIL_FROM": "keys@example.com", "KEYWORKER_MAIL_TEXT_TEMPLATE": "/missing.tmpl"}, "KEYWORKER_MAIL_TEXT_TEMPLATE: reading the template"},
 		{map[string]string{"KEYWORKER_SMTP_URL": "smtp://127.0.0.1:25", "KEYWORKER_MAIL_FROM": "keys@example.com", "KEYWORKER_MAIL_HTML_TEMPLATE": "/t.html", "file:/t.html": "<p>{{.Secret}}</p>"}, "Secret"},

@@ -10,13 +10,20 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // statusReport is what `worker status` prints; `--json` prints it as is.
 type statusReport struct {
-	Mode   string `json:"mode"`
-	Schema string `json:"schema"`
+	// Mode is what the last worker to start chose (KEYWORKER_MODE=auto
+	// chooses), or the configured mode when no worker has started yet.
+	Mode          string     `json:"mode"`
+	ModeReason    string     `json:"mode_reason,omitempty"`
+	ModeChosenAt  *time.Time `json:"mode_chosen_at,omitempty"`
+	Schema        string     `json:"schema"`
+	OutboxSignups *int64     `json:"outbox_signups,omitempty"`
+	OutboxOldestS *float64   `json:"outbox_oldest_age_seconds,omitempty"`
 
 	Slot             string     `json:"slot,omitempty"`
 	SlotExists       bool       `json:"slot_exists"`
@@ -45,7 +52,7 @@ func cmdStatus(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if len(v.args) > 0 {
 		return &usageError{fmt.Sprintf("worker status takes flags only, got %q", v.args)}
 	}
-	mode, err := v.oneOf("KEYWORKER_MODE", "logical", "listen")
+	mode, err := v.oneOf("KEYWORKER_MODE", "auto", "logical", "listen")
 	if err != nil {
 		return &usageError{err.Error()}
 	}
@@ -80,6 +87,27 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, mode, schema, slot stri
 	}
 	if !exists {
 		return nil, fmt.Errorf("schema %s has no keyworker tables: run `worker migrate` (or check KEYWORKER_SCHEMA)", schema)
+	}
+	var chosen, reason *string
+	if err := pool.QueryRow(ctx, `SELECT capture_mode, capture_reason, capture_chosen_at FROM `+q("installation")).Scan(&chosen, &reason, &r.ModeChosenAt); err != nil {
+		if sqlState(err) != "42703" { // undefined_column: not migrated to 005 yet
+			return nil, fmt.Errorf("reading the capture path: %w", err)
+		}
+	}
+	if chosen != nil {
+		r.Mode, r.ModeReason = *chosen, *reason
+		mode = *chosen
+	}
+	if mode == "listen" {
+		var n int64
+		var age *float64
+		err := pool.QueryRow(ctx, `SELECT count(*), extract(epoch FROM now() - min(queued_at))::float8 FROM `+q("signup_outbox")).Scan(&n, &age)
+		if err != nil && sqlState(err) != "42P01" { // undefined_table: not migrated to 005 yet
+			return nil, fmt.Errorf("reading the outbox: %w", err)
+		}
+		if err == nil {
+			r.OutboxSignups, r.OutboxOldestS = &n, age
+		}
 	}
 	if mode == "logical" {
 		r.Slot = slot
@@ -156,8 +184,22 @@ func printStatus(e env, r *statusReport) {
 		}
 		return fmt.Sprintf("%s (%s ago)", t.Local().Format(time.RFC3339), time.Since(*t).Round(time.Second))
 	}
-	row("mode", "%s", r.Mode)
+	switch {
+	case r.ModeReason != "":
+		row("mode", "%s, chosen %s: %s", r.Mode, ts(r.ModeChosenAt), r.ModeReason)
+	case r.Mode == "auto":
+		row("mode", "auto: no worker has started yet (it chooses logical or listen mode at start)")
+	default:
+		row("mode", "%s (configured; no worker has started yet)", r.Mode)
+	}
 	row("schema", "%s", r.Schema)
+	if r.OutboxSignups != nil {
+		if r.OutboxOldestS != nil {
+			row("outbox", "%d signups waiting for a worker, oldest %s old", *r.OutboxSignups, (time.Duration(*r.OutboxOldestS * float64(time.Second))).Round(time.Millisecond))
+		} else {
+			row("outbox", "empty: every signup is in a job")
+		}
+	}
 	if r.Mode == "logical" {
 		switch {
 		case !r.SlotExists:
@@ -189,4 +231,12 @@ func printStatus(e env, r *statusReport) {
 	if r.LastEvent != "" {
 		row("last event", "%s %s", r.LastEvent, ts(r.LastEventAt))
 	}
+}
+
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
 }

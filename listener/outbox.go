@@ -1,0 +1,201 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// OutboxTable is listen mode's outbox in keyworker's schema (migration 005):
+// the trigger inserts each new user's id in the signup's transaction; the
+// listener deletes rows in the transaction that enqueues their jobs.
+const OutboxTable = "signup_outbox"
+
+// outboxLockKey is the advisory lock a signup transaction tries before it
+// notifies: one notifier in flight at a time per installation, so signups
+// do not queue on PostgreSQL's notify lock (held from queuing a
+// notification to the end of the commit, database-wide). It is derived from
+// the schema so two installations on one database do not share it.
+func outboxLockKey(schema string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("keyworker outbox wake-up " + schema))
+	return int64(h.Sum64())
+}
+
+// outboxTakeSQL deletes up to $1 rows of the outbox and returns them. Rows
+// another transaction has taken are skipped, so replicas share the outbox
+// without waiting for each other.
+func outboxTakeSQL(schema string) string {
+	t := pgx.Identifier{schema, OutboxTable}.Sanitize()
+	return `DELETE FROM ` + t + ` o
+		 WHERE o.ctid = ANY (ARRAY(SELECT x.ctid FROM ` + t + ` x LIMIT $1 FOR UPDATE SKIP LOCKED))
+		RETURNING o.user_id::text, o.queued_at`
+}
+
+// outboxDrain takes rows from the outbox and enqueues their signups in
+// the same transaction, batch rows at a time, until the outbox has fewer
+// left. It returns how many signups it handed off.
+type outboxDrain struct {
+	pool     *pgxpool.Pool
+	enqueuer Enqueuer
+	take     string
+	batch    int
+	timeout  time.Duration
+	// onBatch is called after each committed hand-off.
+	onBatch func(signups []Signup, enqueued int, took time.Duration)
+}
+
+func newOutboxDrain(pool *pgxpool.Pool, cfg Config, onBatch func([]Signup, int, time.Duration)) *outboxDrain {
+	return &outboxDrain{pool: pool, enqueuer: cfg.Enqueuer, take: outboxTakeSQL(cfg.Schema),
+		batch: cfg.BatchMaxRows, timeout: cfg.HandOffTimeout, onBatch: onBatch}
+}
+
+func (d *outboxDrain) run(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := d.once(ctx)
+		total += n
+		if err != nil || n < d.batch {
+			return total, err
+		}
+	}
+}
+
+// once moves one batch from the outbox into jobs.
+func (d *outboxDrain) once(ctx context.Context) (int, error) {
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.timeout)
+	defer cancel()
+	started := time.Now()
+	var signups []Signup
+	var enqueued int
+	err := pgx.BeginFunc(hctx, d.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(hctx, d.take, d.batch)
+		if err != nil {
+			return fmt.Errorf("taking signups from the outbox: %w", err)
+		}
+		signups, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Signup, error) {
+			var s Signup
+			err := r.Scan(&s.UserID, &s.CreatedAt)
+			return s, err
+		})
+		if err != nil {
+			return fmt.Errorf("taking signups from the outbox: %w", err)
+		}
+		if len(signups) == 0 {
+			return nil
+		}
+		enqueued, err = d.enqueuer.EnqueueSignupsTx(hctx, tx, signups)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("handing off signups from the outbox: %w", err)
+	}
+	if len(signups) > 0 && d.onBatch != nil {
+		d.onBatch(signups, enqueued, time.Since(started))
+	}
+	return len(signups), nil
+}
+
+// replaceFunction creates or replaces keyworker's trigger function fn (a
+// quoted, schema-qualified name) with body, unless it already has exactly
+// that body. It is SECURITY DEFINER: it runs as its owner, keyworker's
+// role, whoever inserts the user (Supabase Auth's supabase_auth_admin), so
+// only that role needs to reach the outbox. The empty search_path makes
+// every name in it schema-qualified.
+func replaceFunction(ctx context.Context, db queryer, fn, body string) error {
+	var current *string
+	var definer bool
+	err := db.QueryRow(ctx, `SELECT p.prosrc, p.prosecdef FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($1)`, fn+"()").Scan(&current, &definer)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("looking up %s: %w", fn, err)
+	}
+	if current != nil && *current == body && definer {
+		return nil
+	}
+	if _, err := db.Exec(ctx, `CREATE OR REPLACE FUNCTION `+fn+`() RETURNS trigger
+		LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $kw$`+body+`$kw$`); err != nil {
+		return fmt.Errorf("creating %s: %w", fn, err)
+	}
+	// Trigger functions cannot be called directly, but nobody else needs
+	// EXECUTE on it: the trigger's creator only needs it when creating.
+	if _, err := db.Exec(ctx, `REVOKE ALL ON FUNCTION `+fn+`() FROM PUBLIC`); err != nil {
+		return fmt.Errorf("revoking PUBLIC's EXECUTE on %s: %w", fn, err)
+	}
+	return nil
+}
+
+// retiredBody is the trigger function while logical mode reads signups:
+// the trigger may outlive listen mode (only the users table's owner may
+// drop it, and on hosted Supabase that is not keyworker's role), so the
+// function keyworker owns stops writing the outbox instead.
+const retiredBody = `
+BEGIN
+	-- keyworker reads signups by logical replication now; listen mode
+	-- writes the outbox again when it starts.
+	RETURN NULL;
+END
+`
+
+// retireOutbox, in logical mode, makes listen mode's trigger function (if
+// it exists) a no-op and hands off what its outbox holds, so a switch from
+// listen to logical mode neither loses signups nor lets the outbox grow.
+func retireOutbox(ctx context.Context, pool *pgxpool.Pool, cfg Config, log *slog.Logger) error {
+	fn := pgx.Identifier{cfg.Schema, TriggerFunction}.Sanitize()
+	outbox := pgx.Identifier{cfg.Schema, OutboxTable}.Sanitize()
+	// Only the roles that own them may change them; a worker that does not
+	// (not the role that ran `worker migrate`) leaves them to one that does.
+	var fnOwned, outboxUsable *bool
+	if err := pool.QueryRow(ctx, `SELECT (SELECT pg_has_role(p.proowner, 'USAGE') FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($1)),
+		       (SELECT has_table_privilege(to_regclass($2), 'SELECT, DELETE'))`, fn+"()", outbox).Scan(&fnOwned, &outboxUsable); err != nil {
+		return fmt.Errorf("looking up listen mode's trigger function and outbox: %w", err)
+	}
+	if fnOwned != nil && *fnOwned {
+		if err := replaceFunction(ctx, pool, fn, retiredBody); err != nil {
+			return err
+		}
+	} else if fnOwned != nil {
+		log.Warn("listen mode's trigger function belongs to another role, so it keeps filling the outbox; run the worker as the role that ran `worker migrate`", "function", fn)
+	}
+	if outboxUsable == nil || !*outboxUsable {
+		return nil
+	}
+	n, err := newOutboxDrain(pool, cfg, nil).run(ctx)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		log.Info("handed off the signups listen mode's outbox held", "signups", n)
+	}
+	return nil
+}
+
+// dropIdleSlot, in listen mode, drops logical mode's slot when no one
+// streams from it: an abandoned slot keeps every WAL segment from then on
+// and fills the disk. A slot in use means a replica runs logical mode;
+// both capture every signup, which is safe but twice the work.
+func dropIdleSlot(ctx context.Context, pool *pgxpool.Pool, slot string, log *slog.Logger) {
+	var active bool
+	err := pool.QueryRow(ctx, `SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND database = current_database()`, slot).Scan(&active)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return
+	case err != nil:
+		log.Warn("looking for logical mode's replication slot", "slot", slot, "error", err)
+	case active:
+		log.Warn("a worker in logical mode streams from the slot while this one runs listen mode: both hand off every signup (safe, twice the work); run all replicas in one mode",
+			"slot", slot)
+	default:
+		if _, err := pool.Exec(ctx, `SELECT pg_catalog.pg_drop_replication_slot($1)`, slot); err != nil {
+			log.Warn("logical mode's replication slot is unused and keeps WAL from being removed; drop it (SELECT pg_drop_replication_slot(...)) or start logical mode again",
+				"slot", slot, "error", err)
+			return
+		}
+		log.Info("dropped logical mode's unused replication slot, which kept WAL from being removed", "slot", slot)
+	}
+}
