@@ -50,7 +50,7 @@ func TestConfigDefaultsAndOff(t *testing.T) {
 		t.Fatalf("validate without a worker command = %v, want an error naming WorkerCommand", err)
 	}
 	d := Config{}.withDefaults()
-	if d.Rate != DefaultRate || d.Backlog != DefaultBacklog || d.Clients != DefaultClients || len(d.Scenarios) != 4 {
+	if d.Rate != DefaultRate || d.Backlog != DefaultBacklog || d.Clients != DefaultClients || len(d.Scenarios) != 5 {
 		t.Fatalf("defaults not applied: %+v", d)
 	}
 	if err := (Config{Scenarios: []string{"nope"}}).withDefaults().validate(); err == nil {
@@ -225,12 +225,12 @@ func TestRunMeasuresEveryScenario(t *testing.T) {
 			}
 		}
 	}
-	if got := strings.Join(names, ","); got != "none,trigger,logical,listen" {
-		t.Errorf("scenarios %s, want none,trigger,logical,listen", got)
+	if got := strings.Join(names, ","); got != "none,trigger,outbox,logical,listen" {
+		t.Errorf("scenarios %s, want none,trigger,outbox,logical,listen", got)
 	}
 	goals, _ := doc["goals"].([]any)
-	if len(goals) != 14 {
-		t.Errorf("%d goals, want 7 for each keyworker mode", len(goals))
+	if len(goals) != 18 {
+		t.Errorf("%d goals, want 7 for each keyworker mode and 4 of the trigger path", len(goals))
 	}
 	for _, f := range []string{"catchup_notices_per_s", "burst_drain_s", "worker_cpu_ms_per_key", "catchup_keys_per_s"} {
 		if num(f, doc[f]) <= 0 {

@@ -21,10 +21,16 @@ const (
 	ScenarioLogical = "logical"
 	// ScenarioListen runs `worker run` in listen mode beside the load.
 	ScenarioListen = "listen"
+	// ScenarioOutbox is listen mode's capture alone: the worker installs
+	// its trigger and outbox and stops, the load runs with the trigger
+	// writing the outbox and nothing making keys, and then the worker
+	// starts and makes them. It is what the trigger path itself costs
+	// signups, apart from the work of making keys on the same machine.
+	ScenarioOutbox = "outbox"
 )
 
 // Scenarios lists every scenario in run order.
-var Scenarios = []string{ScenarioNone, ScenarioTrigger, ScenarioLogical, ScenarioListen}
+var Scenarios = []string{ScenarioNone, ScenarioTrigger, ScenarioOutbox, ScenarioLogical, ScenarioListen}
 
 // Defaults of Config.
 const (
@@ -202,5 +208,5 @@ func (c Config) phaseLength() time.Duration {
 }
 
 func (c Config) hasWorker() bool {
-	return slices.Contains(c.Scenarios, ScenarioLogical) || slices.Contains(c.Scenarios, ScenarioListen)
+	return slices.Contains(c.Scenarios, ScenarioLogical) || slices.Contains(c.Scenarios, ScenarioListen) || slices.Contains(c.Scenarios, ScenarioOutbox)
 }

@@ -283,7 +283,7 @@ func keyTable(scenario string) string {
 	switch scenario {
 	case ScenarioTrigger:
 		return "public.profiles"
-	case ScenarioLogical, ScenarioListen:
+	case ScenarioLogical, ScenarioListen, ScenarioOutbox:
 		return "keyworker.api_keys"
 	}
 	return ""
@@ -295,7 +295,7 @@ func (db *database) counts(ctx context.Context, scenario string) (users, keys in
 	switch scenario {
 	case ScenarioTrigger:
 		q = `SELECT (SELECT count(*) FROM auth.users), (SELECT count(DISTINCT user_id) FROM public.profiles)`
-	case ScenarioLogical, ScenarioListen:
+	case ScenarioLogical, ScenarioListen, ScenarioOutbox:
 		q = `SELECT (SELECT count(*) FROM auth.users), (SELECT count(*) FROM keyworker.api_keys WHERE source = 'signup')`
 	}
 	err = db.pool.QueryRow(ctx, q).Scan(&users, &keys)
@@ -309,7 +309,7 @@ func (db *database) missingKeys(ctx context.Context, scenario string) (int, erro
 	switch scenario {
 	case ScenarioTrigger:
 		q = `SELECT count(*) FROM auth.users u WHERE NOT EXISTS (SELECT FROM public.profiles p WHERE p.user_id = u.id)`
-	case ScenarioLogical, ScenarioListen:
+	case ScenarioLogical, ScenarioListen, ScenarioOutbox:
 		q = `SELECT count(*) FROM auth.users u WHERE NOT EXISTS (SELECT FROM keyworker.api_keys k WHERE k.user_id = u.id AND k.source = 'signup')`
 	default:
 		return 0, nil

@@ -13,6 +13,9 @@
 //     trigger inside the signup transaction;
 //   - logical: `worker run` in logical mode;
 //   - listen: `worker run` in listen mode.
+//   - outbox: listen mode's trigger and outbox alone: the worker installs
+//     them and stops, the load runs, then the worker makes the keys. What the
+//     trigger path costs signups apart from making keys on the same machine.
 //
 // The worker runs as a separate process (Config.WorkerCommand, the same
 // binary in `worker bench`), configured through the environment as an
@@ -65,7 +68,7 @@
 // and the unique index on api_keys keep each to one key. The report gives
 // both counts (keyworker_signups_captured_total and
 // keyworker_reconcile_found_total from the worker's /metrics). In listen
-// mode the catch-up scan on connect finds them.
+// mode the backlog waits in the outbox.
 //
 // # Server
 //

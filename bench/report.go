@@ -352,6 +352,10 @@ func (r *Report) goals(trig *Scenario) []Goal {
 		}
 		goals = append(goals, g)
 
+		if name == ScenarioListen {
+			goals = append(goals, r.listenGoals(sc, trig)...)
+		}
+
 		g = Goal{Goal: fmt.Sprintf("every key within %s of the burst's end", GoalBurstDrain), Scenario: name, Target: GoalBurstDrain.Seconds()}
 		if sc.Burst != nil && sc.Burst.DrainS != nil {
 			g.Value = ptr(*sc.Burst.DrainS)
@@ -425,6 +429,57 @@ func (r *Report) goals(trig *Scenario) []Goal {
 		}
 	}
 	return goals
+}
+
+// GoalSteadyP99VsTrigger is the trigger path's signup latency goal
+// (issue 12): signup p99 in the steady phase at most this times the seed
+// trigger's.
+const GoalSteadyP99VsTrigger = 1.5
+
+// listenGoals are the trigger path's goals beyond the common ones (issue
+// 12): steady signup p99 against the trigger's, and a catch-up as fast as
+// logical mode's.
+func (r *Report) listenGoals(sc, trig *Scenario) []Goal {
+	g := Goal{Goal: fmt.Sprintf("signup p99 at %d signups/s at most %.1f× the trigger's", GoalRate, GoalSteadyP99VsTrigger), Scenario: ScenarioListen, Target: GoalSteadyP99VsTrigger}
+	if trig != nil && trig.Steady != nil && sc.Steady != nil && trig.Steady.SignupLatencyMS.P99 > 0 {
+		vs := sc.Steady.SignupLatencyMS.P99 / trig.Steady.SignupLatencyMS.P99
+		g.Value, g.Met = ptr(vs), ptr(vs <= GoalSteadyP99VsTrigger)
+		g.Measured = fmt.Sprintf("p99 %.2f vs %.2f ms (%.2f×)", sc.Steady.SignupLatencyMS.P99, trig.Steady.SignupLatencyMS.P99, vs)
+	} else {
+		g.Measured = "not measured: needs the trigger scenario and a steady phase"
+	}
+	out := []Goal{g}
+	// The same two signup goals for the capture alone (outbox scenario):
+	// what the trigger path costs signups when the keys are made elsewhere
+	// or later.
+	if ob := r.scenario(ScenarioOutbox); ob != nil {
+		g = Goal{Goal: fmt.Sprintf("capture alone: signup throughput at least the trigger's at %d clients", GoalClients), Scenario: ScenarioOutbox, Target: 1}
+		if trig != nil && ob.VsTrigger != nil {
+			g.Value, g.Met = ptr(ob.VsTrigger.SignupTPS), ptr(ob.VsTrigger.SignupTPS >= 1 && ob.KeysMissing == 0)
+			g.Measured = fmt.Sprintf("%.0f vs %.0f signups/s (%.2f×)", ob.SignupTPS, trig.SignupTPS, ob.VsTrigger.SignupTPS)
+		} else {
+			g.Measured = "not measured: the trigger scenario did not run"
+		}
+		out = append(out, g)
+		g = Goal{Goal: fmt.Sprintf("capture alone: signup p99 at %d signups/s at most %.1f× the trigger's", GoalRate, GoalSteadyP99VsTrigger), Scenario: ScenarioOutbox, Target: GoalSteadyP99VsTrigger}
+		if trig != nil && trig.Steady != nil && ob.Steady != nil && trig.Steady.SignupLatencyMS.P99 > 0 {
+			vs := ob.Steady.SignupLatencyMS.P99 / trig.Steady.SignupLatencyMS.P99
+			g.Value, g.Met = ptr(vs), ptr(vs <= GoalSteadyP99VsTrigger)
+			g.Measured = fmt.Sprintf("p99 %.2f vs %.2f ms (%.2f×)", ob.Steady.SignupLatencyMS.P99, trig.Steady.SignupLatencyMS.P99, vs)
+		} else {
+			g.Measured = "not measured: needs the trigger scenario and a steady phase"
+		}
+		out = append(out, g)
+	}
+	g = Goal{Goal: "catch-up at least as fast as logical mode's", Scenario: ScenarioListen, Target: 1}
+	if lg := r.scenario(ScenarioLogical); lg != nil && lg.CatchupKeysPerS != nil && sc.CatchupKeysPerS != nil && *lg.CatchupKeysPerS > 0 {
+		vs := *sc.CatchupKeysPerS / *lg.CatchupKeysPerS
+		g.Value, g.Met = ptr(vs), ptr(vs >= 1 && sc.KeysMissing == 0)
+		g.Measured = fmt.Sprintf("%.0f vs %.0f keys/s (%.2f×)", *sc.CatchupKeysPerS, *lg.CatchupKeysPerS, vs)
+	} else {
+		g.Measured = "not measured: needs the logical scenario and a backlog"
+	}
+	return append(out, g)
 }
 
 // WriteText writes the report as tables for a person.
@@ -521,7 +576,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	b.WriteString("burst drain: after the burst's load stopped, until its last key committed. worker CPU: the process that ran both phases; CPU ms/key: steady phase.\n")
 
 	if len(r.Goals) > 0 {
-		b.WriteString("\nGOALS (the batched pipeline, issue 11; 2 cores, Postgres and worker together)\n")
+		b.WriteString("\nGOALS (the batched pipeline, issue 11, and the trigger path, issue 12; 2 cores, Postgres and worker together)\n")
 		tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "goal\tmode\tmeasured\tresult")
 		for _, g := range r.Goals {

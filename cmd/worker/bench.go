@@ -13,7 +13,7 @@ import (
 
 func benchFlags(fs *flag.FlagSet) {
 	fs.String("database-url", "", "measure on this server instead of a throwaway one: a role that may CREATE DATABASE (a superuser in practice), wal_level=logical for the logical scenario; every scenario gets a fresh database, dropped afterwards ($DATABASE_URL is deliberately not read)")
-	fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated scenarios: none (no key generation), trigger (the seed's pgcrypto trigger), logical and listen (keyworker's modes)")
+	fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated scenarios: none (no key generation), trigger (the seed's pgcrypto trigger), outbox (listen mode's trigger and outbox alone, keys made after the load), logical and listen (keyworker's modes)")
 	fs.Int("clients", bench.DefaultClients, "connections signing users up, one signup per transaction")
 	fs.Int("rate", bench.DefaultRate, "signups/s of the steady phase, where key latency is measured; 0 runs only the unthrottled burst phase")
 	fs.Duration("duration", bench.DefaultDuration, "measured load per scenario, split between the burst and the steady phase")
