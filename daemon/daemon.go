@@ -461,7 +461,8 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.mu.Unlock()
 	d.log.Info("reading signups in "+capture.Mode+" mode", "component", "daemon", "capture", capture.Mode, "reason", capture.Reason, "detail", capture.Detail)
 	if err := d.recordCapture(runCtx, capture); err != nil {
-		return err
+		// Only `worker status` reads it: not a reason to stop.
+		d.log.Warn("the capture path is not recorded for `worker status`", "component", "daemon", "error", err)
 	}
 	if err := d.jobs.Start(runCtx); err != nil {
 		return fmt.Errorf("starting River: %w", err)

@@ -68,10 +68,11 @@ func NewListen(cfg Config) (*Listen, error) {
 
 // Start runs the preflight (not a transaction pooler, the users table,
 // keyworker's schema and outbox, privileges), installs the trigger
-// function and, when this role may, the trigger, then listens and drains
-// the outbox in a background goroutine until Stop is called or ctx ends. It returns a *PreflightError (matching
-// one of the Err* sentinels) when a precondition fails; ErrNoTrigger
-// carries the statement the table's owner must run.
+// function and, when this role may, the trigger, drops logical mode's slot
+// if nobody streams from it, then listens and drains the outbox in a
+// background goroutine until Stop is called or ctx ends. It returns a
+// *PreflightError (matching one of the Err* sentinels) when a precondition
+// fails; ErrNoTrigger carries the statement the table's owner must run.
 func (l *Listen) Start(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
