@@ -216,7 +216,7 @@ func (d *deps) createKeysTx(ctx context.Context, jobID int64, attempt int, kind 
 		if len(created) == 0 || len(d.cfg.Senders) == 0 {
 			return nil
 		}
-		res, err := river.ClientFromContext[pgx.Tx](ctx).InsertTx(ctx, tx, DeliverNoticesArgs{KeyIDs: created}, &d.noticeOpts)
+		res, err := d.noticeInserter.InsertTx(ctx, tx, DeliverNoticesArgs{KeyIDs: created}, &d.noticeOpts)
 		if err != nil {
 			return fmt.Errorf("enqueuing the notices of %d keys: %w", len(created), err)
 		}
