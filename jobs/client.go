@@ -66,7 +66,11 @@ func NewClient(pool *pgxpool.Pool, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("configuring jobs: %w", err)
 	}
 	logger := cfg.Logger.With("component", "jobs")
-	d := newDeps(pool, cfg, logger)
+	quiet, err := quietInserter(pool, cfg.Schema)
+	if err != nil {
+		return nil, err
+	}
+	d := newDeps(pool, cfg, logger, quiet)
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &createKeysWorker{d: d})
@@ -227,6 +231,33 @@ func NewEnqueuer(pool *pgxpool.Pool, cfg EnqueuerConfig) (*Enqueuer, error) {
 	return newEnqueuer(rc, cfg.CreateKeyMaxAttempts, cfg.Schema), nil
 }
 
+// quietNotifyCooldown is the quiet inserter's FetchCooldown: River sends an
+// insert notification for a queue at most once per FetchCooldown of the
+// inserting client, so this one notifies at most once an hour.
+const quietNotifyCooldown = time.Hour
+
+// quietInserter returns an insert-only River client on pool whose inserts
+// (almost) never notify: batches insert their DeliverNotices job through it.
+// A notification costs the batch a round trip (pg_notify) and, at commit,
+// PostgreSQL's notify lock, which every notifying transaction in the
+// database takes in turn and holds until its commit is done: the listener's
+// hand-offs (whose notification the keys queue needs at once) and, in listen
+// mode, every signup. Notices can wait for the notice queue's next poll
+// (Config.FetchPollInterval, 50ms by default), which then fetches the notice
+// jobs of several batches at once.
+func quietInserter(pool *pgxpool.Pool, schema string) (*river.Client[pgx.Tx], error) {
+	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Schema:            schema,
+		FetchCooldown:     quietNotifyCooldown,
+		FetchPollInterval: quietNotifyCooldown,
+		Logger:            slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configuring River: %w", err)
+	}
+	return rc, nil
+}
+
 func insertOnlyClient(pool *pgxpool.Pool, schema string) (*river.Client[pgx.Tx], error) {
 	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -332,24 +363,28 @@ func (e *Enqueuer) EnqueueReconcileTx(ctx context.Context, tx pgx.Tx, reason str
 
 // deps is what the workers share.
 type deps struct {
-	cfg           Config
-	pool          *pgxpool.Pool
-	logger        *slog.Logger
-	noticeOpts    river.InsertOpts
-	qNoticeKeys   string // the keys, users and done sinks of a notice batch
-	qInsertEvents string // many key_events rows
+	cfg        Config
+	pool       *pgxpool.Pool
+	logger     *slog.Logger
+	noticeOpts river.InsertOpts
+	// noticeInserter inserts batches' DeliverNotices jobs without an insert
+	// notification (quietInserter).
+	noticeInserter *river.Client[pgx.Tx]
+	qNoticeKeys    string // the keys, users and done sinks of a notice batch
+	qInsertEvents  string // many key_events rows
 }
 
-func newDeps(pool *pgxpool.Pool, cfg Config, logger *slog.Logger) *deps {
+func newDeps(pool *pgxpool.Pool, cfg Config, logger *slog.Logger, noticeInserter *river.Client[pgx.Tx]) *deps {
 	noticeOpts := DeliverNoticesArgs{}.InsertOpts()
 	noticeOpts.MaxAttempts = cfg.NoticeMaxAttempts
 	qKeys, qEvents := noticeQueries(cfg.Schema, cfg.Table, cfg.EmailColumn)
 	return &deps{
-		cfg:           cfg,
-		pool:          pool,
-		logger:        logger,
-		noticeOpts:    noticeOpts,
-		qNoticeKeys:   qKeys,
-		qInsertEvents: qEvents,
+		cfg:            cfg,
+		pool:           pool,
+		logger:         logger,
+		noticeOpts:     noticeOpts,
+		noticeInserter: noticeInserter,
+		qNoticeKeys:    qKeys,
+		qInsertEvents:  qEvents,
 	}
 }

@@ -45,7 +45,8 @@ const (
 	// queue and drops the notifications in between; a job inserted just
 	// after another waits for the next poll. River's own poll (1s) made
 	// keys wait up to a second at a steady 500 signups/s; a poll costs one
-	// indexed query per queue.
+	// indexed query per queue. Notice jobs are inserted without a
+	// notification and found by this poll.
 	DefaultFetchPollInterval = 50 * time.Millisecond
 	// DefaultReconcileInterval is Config.ReconcileInterval's default.
 	DefaultReconcileInterval = 5 * time.Minute
@@ -144,8 +145,9 @@ type Config struct {
 	RetryPolicy river.ClientRetryPolicy
 
 	// FetchPollInterval and FetchCooldown tune how River finds new jobs
-	// (it is told of most at once through LISTEN/NOTIFY). Default to
-	// DefaultFetchPollInterval (50ms) and DefaultFetchCooldown (2ms).
+	// (it is told of most at once through LISTEN/NOTIFY; notice jobs wait
+	// for the poll). Default to DefaultFetchPollInterval (50ms) and
+	// DefaultFetchCooldown (2ms).
 	FetchPollInterval, FetchCooldown time.Duration
 
 	// OnEvent, when set, is called with each job outcome (keys made,

@@ -120,6 +120,59 @@ func TestEachUserGetsOneKeyAndOneNotice(t *testing.T) {
 	}
 }
 
+// TestNoticeJobsAreInsertedWithoutANotification guards the quiet insert of
+// a batch's DeliverNotices job: River's insert notification would take
+// PostgreSQL's notify lock at the batch's commit, in turn with the
+// listener's hand-offs (and, in listen mode, every signup). The hand-offs
+// still notify the keys queue, and the notices still go out, found by the
+// notice queue's poll. Each batch waits for the previous one's notice, so
+// a notifying insert would notify once per batch.
+func TestNoticeJobsAreInsertedWithoutANotification(t *testing.T) {
+	t.Parallel()
+	hook := newHookServer(t, nil)
+	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{hook.sender(t, 5*time.Second)} })
+	ctx := context.Background()
+	conn, err := pgx.ConnectConfig(ctx, f.db.Config().ConnConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `LISTEN "keyworker.river_insert"`); err != nil {
+		t.Fatal(err)
+	}
+	f.start(t)
+	const batches, n = 3, 4
+	for i := range batches {
+		f.enqueueUsers(t, f.newUsers(t, n)...)
+		f.waitEvents(t, "notified", (i+1)*n, 20*time.Second)
+	}
+	f.waitJobs(t, jobs.KindDeliverNotices, rivertype.JobStateCompleted, batches, 10*time.Second)
+
+	queues := map[string]int{}
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		nt, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			break // none left
+		}
+		var p struct {
+			Queue string `json:"queue"`
+		}
+		if err := json.Unmarshal([]byte(nt.Payload), &p); err != nil {
+			t.Fatalf("insert notification %q: %v", nt.Payload, err)
+		}
+		queues[p.Queue]++
+	}
+	if queues[jobs.QueueKeys] == 0 {
+		t.Fatalf("no insert notification for %s (got %v): not listening where River notifies", jobs.QueueKeys, queues)
+	}
+	// The quiet inserter notifies once an hour: its first insert may.
+	if queues[jobs.QueueNotices] > 1 {
+		t.Fatalf("%d insert notifications for %s from %d notice jobs, want at most 1 (got %v)", queues[jobs.QueueNotices], jobs.QueueNotices, batches, queues)
+	}
+}
+
 // TestUsersWhoShouldNotHaveAKeyGetNone covers invariant 5 in one batch: a
 // user deleted before the job runs, a soft-deleted and an anonymous user, an
 // id that never existed, a user who has a key already and an id that is not

@@ -163,9 +163,27 @@ func (d *deps) createKeys(ctx context.Context, jobID int64, attempt int, kind st
 	return out, nil
 }
 
-// createKeysTx makes one round of a batch in its own transaction: the keys
-// and the DeliverNotices job of the keys made. With deferMissing, users it
-// cannot see come back as keystore.OutcomeNotVisible, unrecorded.
+// keysTxOptions begin a batch's transaction with an asynchronous commit
+// (synchronous_commit off, for this transaction only): COMMIT returns
+// without waiting for the WAL flush. The database flushes for every signup
+// too; a batch that does not wait for its own flush neither adds one to the
+// queue signups wait in nor holds its connection and worker while it waits.
+// No user or sink hears of the batch before a later durable commit has
+// flushed it, because WAL is flushed in order: its notice job runs only
+// after River's fetch of it commits, a user picks a key up with a commit of
+// its own, and River completes the job after this commit, all durably. A
+// database crash before the WAL writer flushes the batch (within 3 ×
+// wal_writer_delay, 600 ms by default) loses its keys, events and notice job
+// together and leaves the job running or available in River's table, so it
+// runs again (a running one once the rescuer takes it, JobTimeout plus
+// rescueGrace later); only this process's log lines and metrics will have
+// counted the lost keys. A crash of the worker loses nothing.
+var keysTxOptions = pgx.TxOptions{BeginQuery: "BEGIN; SET LOCAL synchronous_commit = off"}
+
+// createKeysTx makes one round of a batch in its own transaction
+// (keysTxOptions): the keys and the DeliverNotices job of the keys made.
+// With deferMissing, users it cannot see come back as
+// keystore.OutcomeNotVisible, unrecorded.
 func (d *deps) createKeysTx(ctx context.Context, jobID int64, attempt int, kind string, userIDs []string, deferMissing bool) ([]keystore.SignupOutcome, int64, error) {
 	var exp *time.Time
 	if d.cfg.KeyTTL > 0 {
@@ -174,7 +192,7 @@ func (d *deps) createKeysTx(ctx context.Context, jobID int64, attempt int, kind 
 	}
 	var outcomes []keystore.SignupOutcome
 	var noticeJob int64
-	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginTxFunc(ctx, d.pool, keysTxOptions, func(tx pgx.Tx) error {
 		var err error
 		outcomes, err = d.cfg.Store.CreateSignupKeysTx(ctx, tx, keystore.SignupBatch{
 			UserIDs:          userIDs,
@@ -198,7 +216,7 @@ func (d *deps) createKeysTx(ctx context.Context, jobID int64, attempt int, kind 
 		if len(created) == 0 || len(d.cfg.Senders) == 0 {
 			return nil
 		}
-		res, err := river.ClientFromContext[pgx.Tx](ctx).InsertTx(ctx, tx, DeliverNoticesArgs{KeyIDs: created}, &d.noticeOpts)
+		res, err := d.noticeInserter.InsertTx(ctx, tx, DeliverNoticesArgs{KeyIDs: created}, &d.noticeOpts)
 		if err != nil {
 			return fmt.Errorf("enqueuing the notices of %d keys: %w", len(created), err)
 		}

@@ -10,7 +10,10 @@
 //     CreateSignupKeysTx makes the keys of every eligible user without one
 //     with one statement (sealed secrets and one audit event per user,
 //     naming the job), and the DeliverNotices job of exactly the keys made
-//     is inserted. A missing, soft-deleted or anonymous user, a user who has
+//     is inserted, without River's insert notification (the notice queue's
+//     poll finds it). The transaction commits asynchronously: WAL order
+//     keeps its notices and pick-ups behind a durable flush, and a database
+//     crash that loses it leaves the job to run again. A missing, soft-deleted or anonymous user, a user who has
 //     a key, and an id that is not a uuid are 'skipped' events with the
 //     reason. For the stream's batches, users not yet visible are looked for
 //     again (missingRechecks) before they are recorded missing. River's
