@@ -86,7 +86,7 @@ func (d *Daemon) startSource(ctx context.Context, lcfg listener.Config) (source,
 	if reason == "" {
 		return nil, Capture{}, err
 	}
-	c := Capture{Mode: ModeListen, Reason: reason, Detail: "logical replication is not available here: " + oneLine(pf)}
+	c := Capture{Mode: ModeListen, Reason: reason, Detail: "listen mode needs nothing more, and runs; logical mode would need this: " + oneLine(pf)}
 	lsrc, lerr := d.startListen(ctx, lcfg)
 	if lerr != nil {
 		// Both failed: say both, listen mode's first (it is what would run).

@@ -271,3 +271,35 @@ func TestReplayOnATableWithoutOptionalColumns(t *testing.T) {
 		t.Fatalf("found %v, want 7 (%s)", res["found"], out)
 	}
 }
+
+// TestStatusShowsTheChosenModeAndTheOutbox: `worker status` reports the
+// capture path the last worker chose (not the configured auto) and, in
+// listen mode, the signups waiting in the outbox.
+func TestStatusShowsTheChosenModeAndTheOutbox(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	envv, pool := dbEnv(t)
+	if _, err := pool.Exec(ctx, `UPDATE keyworker.installation SET capture_mode = 'listen',
+		capture_reason = 'not_publishable: listen mode needs nothing more', capture_chosen_at = now()`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO keyworker.signup_outbox (user_id) SELECT gen_random_uuid() FROM generate_series(1, 3)`); err != nil {
+		t.Fatal(err)
+	}
+	text, _, err := invoke(ctx, envv, "", "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "listen, chosen ") || !strings.Contains(text, "not_publishable: listen mode needs nothing more") ||
+		!strings.Contains(text, "3 signups waiting for a worker") {
+		t.Fatalf("status text:\n%s", text)
+	}
+	out, _, err := invoke(ctx, envv, "", "status", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st statusReport
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Mode != "listen" || st.OutboxSignups == nil || *st.OutboxSignups != 3 || st.OutboxOldestS == nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+}
