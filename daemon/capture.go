@@ -19,8 +19,7 @@ type Capture struct {
 	// the mode), "publication" (auto: the publication exists or this role
 	// made it), or, when auto fell back to listen mode, what logical mode
 	// lacked: "session_pooler", "not_publishable", "no_replication",
-	// "wal_level", "server_version", "pooler", "no_free_slot",
-	// "no_wal_sender".
+	// "wal_level", "server_version", "pooler", "no_free_slot".
 	Reason string
 	// Detail says the reason in words, with what would make logical mode
 	// work when auto fell back.
@@ -30,9 +29,10 @@ type Capture struct {
 // fallbacks are the logical-mode preflight failures auto mode answers
 // with listen mode: what hosted Supabase's postgres role lacks (publishing
 // a table it does not own), what a pooler or an older server cannot do,
-// and full replication capacity. Other failures (a mismatched
-// publication, a slot of another plugin, an unmigrated schema) are
-// mistakes to fix, and stop the start in auto mode too.
+// and every replication slot taken. Other failures (a mismatched
+// publication, a slot of another plugin, an unmigrated schema, no free WAL
+// sender or connection, which is often momentary) are mistakes to fix or
+// moments to wait out, and stop the start in auto mode too.
 var fallbacks = []struct {
 	kind   error
 	reason string
@@ -43,7 +43,6 @@ var fallbacks = []struct {
 	{listener.ErrServerVersion, "server_version"},
 	{listener.ErrPooler, "pooler"},
 	{listener.ErrNoFreeSlot, "no_free_slot"},
-	{listener.ErrNoWALSender, "no_wal_sender"},
 }
 
 // startSource starts the source cfg.Mode names; in auto mode logical

@@ -37,8 +37,9 @@ import (
 
 // Modes of reading signups. ModeAuto runs logical mode when its
 // preflight passes (a usable publication exists or this role may make one,
-// REPLICATION, wal_level=logical, a direct connection) and listen mode
-// otherwise; Capture says which and why.
+// REPLICATION, wal_level=logical, a direct connection, a free slot) and
+// listen mode when it fails for want of one of those; other preflight
+// failures stop the start as in logical mode. Capture says which and why.
 const (
 	ModeAuto    = "auto"
 	ModeLogical = listener.ModeLogical

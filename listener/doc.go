@@ -22,11 +22,14 @@
 // into keyworker's outbox table (OutboxTable) in the signup's transaction
 // and, unless another transaction in flight holds the wake-up advisory lock
 // (pg_try_advisory_xact_lock), notifies the listener. Skipping NOTIFY is
-// the point: PostgreSQL holds a database-wide lock from queuing a
-// notification to the end of the commit, so transactions that all notify
-// commit one at a time. The function runs in an exception block, so a
-// signup cannot fail because of it. The trigger is per statement, so a
-// bulk insert of 10,000 users opens one subtransaction and one insert.
+// the point: PostgreSQL holds its notify lock (one for the whole server)
+// from just before a notifying transaction's commit to its end, so
+// transactions that all notify commit one at a time. The function runs in
+// an exception block, so its errors cannot fail a signup; NOTIFY's own
+// errors at commit (a full notification queue, PREPARE TRANSACTION after
+// NOTIFY) cannot be caught, and only the transaction holding the wake-up
+// lock can meet them. The trigger is per statement, so a bulk insert of
+// 10,000 users opens one subtransaction and one insert.
 //
 // The listener deletes rows from the outbox (FOR UPDATE SKIP LOCKED, so
 // replicas share it) in the same transaction that enqueues their jobs: a

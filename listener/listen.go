@@ -192,7 +192,7 @@ func (l *Listen) preflight(ctx context.Context) error {
 			return err
 		}
 		return &PreflightError{Kind: ErrNoPrivilege,
-			Detail:     fmt.Sprintf("role %s may not read %s, which the catch-up scan does", user, t),
+			Detail:     fmt.Sprintf("role %s may not read %s, which the reconcile does", user, t),
 			Fix:        fmt.Sprintf("have %s (the table's owner) run", owner),
 			Statements: []string{fmt.Sprintf("GRANT SELECT ON %s.%s TO %s;", q[0], q[1], q[2])}}
 	}
@@ -210,10 +210,12 @@ func (l *Listen) preflight(ctx context.Context) error {
 // signup's transaction: it appends the new users' ids to the outbox, and
 // it notifies the listener unless another transaction in flight already
 // holds the wake-up lock (and so will notify when it commits). Notifying
-// takes PostgreSQL's database-wide notify lock until the end of the commit,
-// so skipping it keeps signups from committing one at a time. Nothing in
-// it can fail a signup: any error is swallowed, and the reconcile finds
-// the user.
+// takes PostgreSQL's notify lock (one for the whole server) from just
+// before the commit to its end, so skipping it keeps signups from
+// committing one at a time. Any error in it is swallowed, and the
+// reconcile finds the user; what it cannot catch are NOTIFY's own errors
+// at commit (a full notification queue, PREPARE TRANSACTION after NOTIFY),
+// which only the transaction holding the wake-up lock can meet.
 func (l *Listen) functionBody() string {
 	t := l.cfg.Table
 	where := ""

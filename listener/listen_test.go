@@ -3,6 +3,7 @@ package listener
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -215,4 +216,26 @@ func TestListenTriggerNeedsTheTableOwner(t *testing.T) {
 	}
 	e.waitAllJobs(30 * time.Second)
 	e.assertExactlyOnce()
+}
+
+// A role that may read the outbox but not delete from it is refused at
+// start, not left reconnecting while the outbox grows: has_table_privilege
+// with a list answers whether any of them is held, so each is checked.
+func TestListenNeedsEveryOutboxPrivilege(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.ensureRole("kw_outbox_reader", "BYPASSRLS")
+	e.exec(`GRANT USAGE ON SCHEMA keyworker TO kw_outbox_reader`)
+	e.exec(`GRANT SELECT ON keyworker.installation, keyworker.api_keys, keyworker.signup_outbox TO kw_outbox_reader`)
+	e.exec(`GRANT USAGE ON SCHEMA auth TO kw_outbox_reader`)
+	e.exec(`GRANT SELECT ON auth.users TO kw_outbox_reader`)
+	cfg := e.config("")
+	cfg.Pool = nil
+	cfg.ConnString = withUser(t, e.url, "kw_outbox_reader")
+	l, _ := NewListen(cfg)
+	err := l.Start(context.Background())
+	if !errors.Is(err, ErrNoPrivilege) || !strings.Contains(err.Error(), "signup_outbox") {
+		l.Stop()
+		t.Fatalf("got %v, want ErrNoPrivilege naming the outbox", err)
+	}
 }

@@ -19,12 +19,13 @@ const OutboxTable = "signup_outbox"
 
 // outboxLockKey is the advisory lock a signup transaction tries before it
 // notifies: one notifier in flight at a time per installation, so signups
-// do not queue on PostgreSQL's notify lock (held from queuing a
-// notification to the end of the commit, database-wide). It is derived from
-// the schema so two installations on one database do not share it.
-func outboxLockKey(schema string) int64 {
+// do not queue on PostgreSQL's notify lock (taken just before the commit
+// and held to its end, one for the whole server). It is derived from the
+// schema so two installations on one database do not share it; the
+// function's replacement locks on the function's name.
+func outboxLockKey(name string) int64 {
 	h := fnv.New64a()
-	h.Write([]byte("keyworker outbox wake-up " + schema))
+	h.Write([]byte("keyworker outbox wake-up " + name))
 	return int64(h.Sum64())
 }
 
@@ -59,6 +60,11 @@ func newOutboxDrain(pool *pgxpool.Pool, cfg Config, onBatch func([]Signup, int, 
 func (d *outboxDrain) run(ctx context.Context) (int, error) {
 	total := 0
 	for {
+		// One batch finishes after ctx ends (it is one transaction); a long
+		// outbox does not hold up a stop.
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
 		n, err := d.once(ctx)
 		total += n
 		if err != nil || n < d.batch {
@@ -107,27 +113,36 @@ func (d *outboxDrain) once(ctx context.Context) (int, error) {
 // that body. It is SECURITY DEFINER: it runs as its owner, keyworker's
 // role, whoever inserts the user (Supabase Auth's supabase_auth_admin), so
 // only that role needs to reach the outbox. The empty search_path makes
-// every name in it schema-qualified.
-func replaceFunction(ctx context.Context, db queryer, fn, body string) error {
-	var current *string
-	var definer bool
-	err := db.QueryRow(ctx, `SELECT p.prosrc, p.prosecdef FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($1)`, fn+"()").Scan(&current, &definer)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("looking up %s: %w", fn, err)
-	}
-	if current != nil && *current == body && definer {
+// every name in it schema-qualified. Replicas starting together take turns
+// (a transaction-scoped advisory lock): two concurrent CREATE OR REPLACE
+// of one function fail one of them with "tuple concurrently updated".
+func replaceFunction(ctx context.Context, pool *pgxpool.Pool, fn, body string) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_catalog.pg_advisory_xact_lock($1)`, outboxLockKey(fn)); err != nil {
+			return fmt.Errorf("waiting to replace %s: %w", fn, err)
+		}
+		var current *string
+		var definer bool
+		err := tx.QueryRow(ctx, `SELECT p.prosrc, p.prosecdef FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($1)`, fn+"()").Scan(&current, &definer)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("looking up %s: %w", fn, err)
+		}
+		if current != nil && *current == body && definer {
+			return nil
+		}
+		// The tag is uppercase: every name in body is lowercase (identRe),
+		// so none can close it.
+		if _, err := tx.Exec(ctx, `CREATE OR REPLACE FUNCTION `+fn+`() RETURNS trigger
+			LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $KW$`+body+`$KW$`); err != nil {
+			return fmt.Errorf("creating %s: %w", fn, err)
+		}
+		// Trigger functions cannot be called directly, but nobody else needs
+		// EXECUTE on it: the trigger's creator only needs it when creating.
+		if _, err := tx.Exec(ctx, `REVOKE ALL ON FUNCTION `+fn+`() FROM PUBLIC`); err != nil {
+			return fmt.Errorf("revoking PUBLIC's EXECUTE on %s: %w", fn, err)
+		}
 		return nil
-	}
-	if _, err := db.Exec(ctx, `CREATE OR REPLACE FUNCTION `+fn+`() RETURNS trigger
-		LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $kw$`+body+`$kw$`); err != nil {
-		return fmt.Errorf("creating %s: %w", fn, err)
-	}
-	// Trigger functions cannot be called directly, but nobody else needs
-	// EXECUTE on it: the trigger's creator only needs it when creating.
-	if _, err := db.Exec(ctx, `REVOKE ALL ON FUNCTION `+fn+`() FROM PUBLIC`); err != nil {
-		return fmt.Errorf("revoking PUBLIC's EXECUTE on %s: %w", fn, err)
-	}
-	return nil
+	})
 }
 
 // retiredBody is the trigger function while logical mode reads signups:
@@ -152,7 +167,7 @@ func retireOutbox(ctx context.Context, pool *pgxpool.Pool, cfg Config, log *slog
 	// (not the role that ran `worker migrate`) leaves them to one that does.
 	var fnOwned, outboxUsable *bool
 	if err := pool.QueryRow(ctx, `SELECT (SELECT pg_has_role(p.proowner, 'USAGE') FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($1)),
-		       (SELECT has_table_privilege(to_regclass($2), 'SELECT, DELETE'))`, fn+"()", outbox).Scan(&fnOwned, &outboxUsable); err != nil {
+		       (SELECT has_table_privilege(to_regclass($2), 'SELECT') AND has_table_privilege(to_regclass($2), 'DELETE'))`, fn+"()", outbox).Scan(&fnOwned, &outboxUsable); err != nil {
 		return fmt.Errorf("looking up listen mode's trigger function and outbox: %w", err)
 	}
 	if fnOwned != nil && *fnOwned {

@@ -238,7 +238,8 @@ func checkMigrated(ctx context.Context, db queryer, schema, table, privs string)
 	qualified := pgx.Identifier{schema, table}.Sanitize()
 	var exists, allowed, hidden bool
 	err := db.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL,
-		to_regclass($1) IS NOT NULL AND has_table_privilege(to_regclass($1), $2),
+		to_regclass($1) IS NOT NULL AND (SELECT bool_and(has_table_privilege(to_regclass($1), trim(p)))
+		                                   FROM unnest(string_to_array($2, ',')) AS p),
 		coalesce((SELECT c.relrowsecurity AND NOT pg_has_role(c.relowner, 'USAGE')
 		                 AND NOT (SELECT r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
 		            FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)), false)`, qualified, privs).Scan(&exists, &allowed, &hidden)

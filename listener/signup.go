@@ -12,8 +12,9 @@ import (
 type Signup struct {
 	// UserID is the user's uuid, as text.
 	UserID string
-	// CreatedAt is the user's created_at, or zero when the source does not
-	// carry it.
+	// CreatedAt is the user's created_at (logical mode, and the reconcile),
+	// when its outbox row was written, which is the signup transaction's
+	// start (listen mode), or zero when the source does not carry it.
 	CreatedAt time.Time
 	// Anonymous reports the is_anonymous column (false when absent).
 	Anonymous bool
