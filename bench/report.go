@@ -440,38 +440,21 @@ const GoalSteadyP99VsTrigger = 1.5
 // 12): steady signup p99 against the trigger's, and a catch-up as fast as
 // logical mode's.
 func (r *Report) listenGoals(sc, trig *Scenario) []Goal {
-	g := Goal{Goal: fmt.Sprintf("signup p99 at %d signups/s at most %.1f× the trigger's", GoalRate, GoalSteadyP99VsTrigger), Scenario: ScenarioListen, Target: GoalSteadyP99VsTrigger}
-	if trig != nil && trig.Steady != nil && sc.Steady != nil && trig.Steady.SignupLatencyMS.P99 > 0 {
-		vs := sc.Steady.SignupLatencyMS.P99 / trig.Steady.SignupLatencyMS.P99
-		g.Value, g.Met = ptr(vs), ptr(vs <= GoalSteadyP99VsTrigger)
-		g.Measured = fmt.Sprintf("p99 %.2f vs %.2f ms (%.2f×)", sc.Steady.SignupLatencyMS.P99, trig.Steady.SignupLatencyMS.P99, vs)
-	} else {
-		g.Measured = "not measured: needs the trigger scenario and a steady phase"
-	}
-	out := []Goal{g}
+	out := []Goal{steadyP99Goal("", sc, trig)}
 	// The same two signup goals for the capture alone (outbox scenario):
 	// what the trigger path costs signups when the keys are made elsewhere
 	// or later.
 	if ob := r.scenario(ScenarioOutbox); ob != nil {
-		g = Goal{Goal: fmt.Sprintf("capture alone: signup throughput at least the trigger's at %d clients", GoalClients), Scenario: ScenarioOutbox, Target: 1}
+		g := Goal{Goal: fmt.Sprintf("capture alone: signup throughput at least the trigger's at %d clients", GoalClients), Scenario: ScenarioOutbox, Target: 1}
 		if trig != nil && ob.VsTrigger != nil {
 			g.Value, g.Met = ptr(ob.VsTrigger.SignupTPS), ptr(ob.VsTrigger.SignupTPS >= 1 && ob.KeysMissing == 0)
 			g.Measured = fmt.Sprintf("%.0f vs %.0f signups/s (%.2f×)", ob.SignupTPS, trig.SignupTPS, ob.VsTrigger.SignupTPS)
 		} else {
 			g.Measured = "not measured: the trigger scenario did not run"
 		}
-		out = append(out, g)
-		g = Goal{Goal: fmt.Sprintf("capture alone: signup p99 at %d signups/s at most %.1f× the trigger's", GoalRate, GoalSteadyP99VsTrigger), Scenario: ScenarioOutbox, Target: GoalSteadyP99VsTrigger}
-		if trig != nil && trig.Steady != nil && ob.Steady != nil && trig.Steady.SignupLatencyMS.P99 > 0 {
-			vs := ob.Steady.SignupLatencyMS.P99 / trig.Steady.SignupLatencyMS.P99
-			g.Value, g.Met = ptr(vs), ptr(vs <= GoalSteadyP99VsTrigger)
-			g.Measured = fmt.Sprintf("p99 %.2f vs %.2f ms (%.2f×)", ob.Steady.SignupLatencyMS.P99, trig.Steady.SignupLatencyMS.P99, vs)
-		} else {
-			g.Measured = "not measured: needs the trigger scenario and a steady phase"
-		}
-		out = append(out, g)
+		out = append(out, g, steadyP99Goal("capture alone: ", ob, trig))
 	}
-	g = Goal{Goal: "catch-up at least as fast as logical mode's", Scenario: ScenarioListen, Target: 1}
+	g := Goal{Goal: "catch-up at least as fast as logical mode's", Scenario: ScenarioListen, Target: 1}
 	if lg := r.scenario(ScenarioLogical); lg != nil && lg.CatchupKeysPerS != nil && sc.CatchupKeysPerS != nil && *lg.CatchupKeysPerS > 0 {
 		vs := *sc.CatchupKeysPerS / *lg.CatchupKeysPerS
 		g.Value, g.Met = ptr(vs), ptr(vs >= 1 && sc.KeysMissing == 0)
@@ -480,6 +463,21 @@ func (r *Report) listenGoals(sc, trig *Scenario) []Goal {
 		g.Measured = "not measured: needs the logical scenario and a backlog"
 	}
 	return append(out, g)
+}
+
+// steadyP99Goal is the goal that sc's steady signup p99 is at most
+// GoalSteadyP99VsTrigger times the trigger's; prefix starts its wording.
+func steadyP99Goal(prefix string, sc, trig *Scenario) Goal {
+	g := Goal{Goal: fmt.Sprintf("%ssignup p99 at %d signups/s at most %.1f× the trigger's", prefix, GoalRate, GoalSteadyP99VsTrigger),
+		Scenario: sc.Name, Target: GoalSteadyP99VsTrigger}
+	if trig == nil || trig.Steady == nil || sc.Steady == nil || trig.Steady.SignupLatencyMS.P99 <= 0 {
+		g.Measured = "not measured: needs the trigger scenario and a steady phase"
+		return g
+	}
+	vs := sc.Steady.SignupLatencyMS.P99 / trig.Steady.SignupLatencyMS.P99
+	g.Value, g.Met = ptr(vs), ptr(vs <= GoalSteadyP99VsTrigger)
+	g.Measured = fmt.Sprintf("p99 %.2f vs %.2f ms (%.2f×)", sc.Steady.SignupLatencyMS.P99, trig.Steady.SignupLatencyMS.P99, vs)
+	return g
 }
 
 // WriteText writes the report as tables for a person.

@@ -141,14 +141,7 @@ func TestSwitchingModesKeepsEverySignupAndNoLeftovers(t *testing.T) {
 	startListen(t, cfg).Stop()
 	e.insertSeparateTx(50) // 45 permanent users wait in the outbox
 
-	lg, err := NewLogical(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := lg.Start(context.Background()); err != nil {
-		t.Fatalf("starting logical mode: %v", err)
-	}
-	t.Cleanup(lg.Stop)
+	lg := start(t, cfg)
 	e.waitAllJobs(30 * time.Second)
 	e.assertExactlyOnce()
 	e.insertSeparateTx(50)
