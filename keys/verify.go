@@ -43,6 +43,11 @@ const (
 	StatusRevoked
 	// StatusExpired: the secret is right but the key has expired.
 	StatusExpired
+	// StatusDisabled: the secret is right, the key is neither revoked nor
+	// expired, but its owner disabled it (reversibly). Verify never returns
+	// it (Stored knows nothing of disabling); keystore.Store.Verify and
+	// verify_api_key do.
+	StatusDisabled
 )
 
 var statusNames = [...]string{
@@ -50,9 +55,10 @@ var statusNames = [...]string{
 	StatusValid:    "valid",
 	StatusRevoked:  "revoked",
 	StatusExpired:  "expired",
+	StatusDisabled: "disabled",
 }
 
-// String returns "valid", "not_found", "revoked" or "expired", or
+// String returns "valid", "not_found", "revoked", "expired" or "disabled", or
 // "Status(n)" for a value that is none of them.
 func (s Status) String() string {
 	if s >= 0 && int(s) < len(statusNames) {
@@ -78,7 +84,7 @@ func (s *Status) UnmarshalText(b []byte) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("unmarshaling key status: %q is not one of valid, not_found, revoked, expired", b)
+	return fmt.Errorf("unmarshaling key status: %q is not one of valid, not_found, revoked, expired, disabled", b)
 }
 
 // Stored is what the database holds about a key, as far as verification

@@ -103,6 +103,7 @@ func TestStatusText(t *testing.T) {
 		{StatusNotFound, "not_found"},
 		{StatusRevoked, "revoked"},
 		{StatusExpired, "expired"},
+		{StatusDisabled, "disabled"},
 	} {
 		if got := tc.s.String(); got != tc.want {
 			t.Errorf("Status(%d).String() = %q, want %q", int(tc.s), got, tc.want)
@@ -115,6 +116,10 @@ func TestStatusText(t *testing.T) {
 		if err := back.UnmarshalText([]byte(tc.want)); err != nil || back != tc.s {
 			t.Errorf("UnmarshalText(%q) = %v, %v; want %v", tc.want, back, err, tc.s)
 		}
+	}
+	// The values are stored and compared as numbers: new ones go at the end.
+	if StatusNotFound != 0 || StatusValid != 1 || StatusRevoked != 2 || StatusExpired != 3 || StatusDisabled != 4 {
+		t.Error("a Status constant changed its value")
 	}
 	if got := Status(9).String(); got != "Status(9)" {
 		t.Errorf("Status(9).String() = %q", got)

@@ -61,23 +61,27 @@ func (s *Store) CreateWithPlaintext(ctx context.Context, db Beginner, nk NewKey,
 	var c Created
 	var plaintext string
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		now := s.Now()
-		var k *keys.Key
 		var err error
-		c, k, err = s.insert(ctx, tx, nk, a, now)
-		if err != nil {
-			return err
-		}
-		if err := s.writeEvent(ctx, tx, now, createdEvent(c), a); err != nil {
-			return fmt.Errorf("creating key %s: %w", k.ID, err)
-		}
-		plaintext = k.Plaintext()
-		return nil
+		c, plaintext, err = s.createPlain(ctx, tx, nk, a, s.Now())
+		return err
 	})
 	if err != nil {
 		return Created{}, "", err
 	}
 	return c, plaintext, nil
+}
+
+// createPlain inserts a key that is not sealed and its 'created' event, and
+// returns the plaintext.
+func (s *Store) createPlain(ctx context.Context, tx Querier, nk NewKey, a Audit, now time.Time) (Created, string, error) {
+	c, k, err := s.insert(ctx, tx, nk, a, now)
+	if err != nil {
+		return Created{}, "", err
+	}
+	if err := s.writeEvent(ctx, tx, now, createdEvent(c), a); err != nil {
+		return Created{}, "", fmt.Errorf("creating key %s: %w", k.ID, err)
+	}
+	return c, k.Plaintext(), nil
 }
 
 // Rotate replaces key keyID: in one transaction it makes a manual key for the
@@ -90,63 +94,99 @@ func (s *Store) CreateWithPlaintext(ctx context.Context, db Beginner, nk NewKey,
 // Errors wrap ErrNotFound, ErrRevoked (the old key is already revoked) or
 // ErrInvalid (negative overlap).
 func (s *Store) Rotate(ctx context.Context, db Beginner, keyID string, overlap time.Duration, a Audit) (Created, string, error) {
-	if err := checkKeyID(keyID); err != nil {
+	var c Created
+	var plaintext string
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		var err error
+		c, plaintext, err = s.RotateTx(ctx, tx, keyID, overlap, a)
+		return err
+	})
+	if err != nil {
 		return Created{}, "", err
+	}
+	return c, plaintext, nil
+}
+
+// RotateTx is Rotate in the caller's transaction (any user's key, no limit:
+// the operator's scope); an error leaves tx aborted.
+func (s *Store) RotateTx(ctx context.Context, tx pgx.Tx, keyID string, overlap time.Duration, a Audit) (Created, string, error) {
+	return s.rotateTx(ctx, tx, keyID, overlap, rotation{source: SourceManual}, a)
+}
+
+// rotation is whose key a rotation may replace and what it makes.
+type rotation struct {
+	// owner, when not "", is the only user whose key may be rotated;
+	// another's is ErrNotFound.
+	owner string
+	// source is the new key's source.
+	source string
+	// maxLive, when > 0 (and owner is set), is the live-key limit.
+	maxLive int
+}
+
+func (s *Store) rotateTx(ctx context.Context, tx pgx.Tx, keyID string, overlap time.Duration, r rotation, a Audit) (Created, string, error) {
+	if err := checkKeyID(keyID); err != nil {
+		return Created{}, "", fmt.Errorf("rotating key: %w", err)
 	}
 	if overlap < 0 {
 		return Created{}, "", invalid("rotation overlap must not be negative, got %s", overlap)
 	}
-	var c Created
-	var plaintext string
-	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		now := s.Now()
-		old, err := scanInfo(tx.QueryRow(ctx, s.q.lockForRotate, keyID))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("rotating key %s: %w", keyID, ErrNotFound)
+	now := s.Now()
+	if r.owner != "" {
+		if err := s.lockUser(ctx, tx, r.owner); err != nil {
+			return Created{}, "", fmt.Errorf("rotating key %s: %w", keyID, err)
 		}
-		if err != nil {
-			return fmt.Errorf("rotating key %s: %w", keyID, err)
-		}
-		if old.RevokedAt != nil && !old.RevokedAt.After(now) {
-			return fmt.Errorf("rotating key %s: %w", keyID, ErrRevoked)
-		}
-		nk := NewKey{UserID: old.UserID, Name: old.Name, Source: SourceManual, RotatedFrom: old.ID}
-		if old.ExpiresAt != nil {
-			lifetime := old.ExpiresAt.Sub(old.CreatedAt)
-			if lifetime < time.Minute {
-				lifetime = time.Minute
-			}
-			exp := now.Add(lifetime)
-			nk.ExpiresAt = &exp
-		}
-		var k *keys.Key
-		c, k, err = s.insert(ctx, tx, nk, a, now)
-		if err != nil {
-			return fmt.Errorf("rotating key %s: %w", keyID, err)
-		}
-		revokeAt := now.Add(overlap)
-		if old.ExpiresAt != nil && old.ExpiresAt.Before(revokeAt) {
-			revokeAt = *old.ExpiresAt
-		}
-		var revokedAt time.Time
-		if err := tx.QueryRow(ctx, s.q.scheduleRevoke, keyID, revokeAt).Scan(&revokedAt); err != nil {
-			return fmt.Errorf("rotating key %s: scheduling its revocation: %w", keyID, err)
-		}
-		if err := s.writeEvent(ctx, tx, now, createdEvent(c), a); err != nil {
-			return fmt.Errorf("rotating key %s: %w", keyID, err)
-		}
-		if err := s.writeEvent(ctx, tx, now, eventOf("rotated", old.ID, old.UserID, map[string]any{
-			"new_key_id": c.ID,
-			"revoked_at": revokedAt.UTC(),
-			"overlap":    overlap.String(),
-		}), a); err != nil {
-			return fmt.Errorf("rotating key %s: %w", keyID, err)
-		}
-		plaintext = k.Plaintext()
-		return nil
-	})
+	}
+	old, err := scanInfo(tx.QueryRow(ctx, s.q.lockForRotate, keyID, nullable(r.owner)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Created{}, "", fmt.Errorf("rotating key %s: %w", keyID, ErrNotFound)
+	}
 	if err != nil {
-		return Created{}, "", err
+		return Created{}, "", fmt.Errorf("rotating key %s: %w", keyID, err)
+	}
+	if old.RevokedAt != nil && !old.RevokedAt.After(now) {
+		return Created{}, "", fmt.Errorf("rotating key %s: %w", keyID, ErrRevoked)
+	}
+	if r.owner != "" && r.maxLive > 0 {
+		// The new key replaces the old one: refused when the user's other
+		// live keys fill the limit. At the limit with a live old key, that
+		// allows the rotation (limit+1 live keys during the overlap); with
+		// an expired old key, it does not (the new key would stay one over).
+		live, others, err := s.countLive(ctx, tx, r.owner, keyID, now)
+		if err != nil {
+			return Created{}, "", fmt.Errorf("rotating key %s: %w", keyID, err)
+		}
+		if others >= r.maxLive {
+			return Created{}, "", limitReached(live, r.maxLive)
+		}
+	}
+	nk := NewKey{UserID: old.UserID, Name: old.Name, Source: r.source, RotatedFrom: old.ID}
+	if old.ExpiresAt != nil {
+		lifetime := old.ExpiresAt.Sub(old.CreatedAt)
+		if lifetime < time.Minute {
+			lifetime = time.Minute
+		}
+		exp := now.Add(lifetime)
+		nk.ExpiresAt = &exp
+	}
+	c, plaintext, err := s.createPlain(ctx, tx, nk, a, now)
+	if err != nil {
+		return Created{}, "", fmt.Errorf("rotating key %s: %w", keyID, err)
+	}
+	revokeAt := now.Add(overlap)
+	if old.ExpiresAt != nil && old.ExpiresAt.Before(revokeAt) {
+		revokeAt = *old.ExpiresAt
+	}
+	var revokedAt time.Time
+	if err := tx.QueryRow(ctx, s.q.scheduleRevoke, keyID, revokeAt).Scan(&revokedAt); err != nil {
+		return Created{}, "", fmt.Errorf("rotating key %s: scheduling its revocation: %w", keyID, err)
+	}
+	if err := s.writeEvent(ctx, tx, now, eventOf("rotated", old.ID, old.UserID, map[string]any{
+		"new_key_id": c.ID,
+		"revoked_at": revokedAt.UTC(),
+		"overlap":    overlap.String(),
+	}), a); err != nil {
+		return Created{}, "", fmt.Errorf("rotating key %s: %w", keyID, err)
 	}
 	return c, plaintext, nil
 }
@@ -204,8 +244,8 @@ func (s *Store) checkNewKey(nk *NewKey, now time.Time) error {
 	if n := len([]rune(nk.Name)); n > maxNameLen {
 		return invalid("key name is %d characters long, the limit is %d", n, maxNameLen)
 	}
-	if nk.Source != SourceSignup && nk.Source != SourceManual {
-		return invalid("key source %q is not one of signup, manual", nk.Source)
+	if nk.Source != SourceSignup && nk.Source != SourceManual && nk.Source != SourceUser {
+		return invalid("key source %q is not one of signup, manual, user", nk.Source)
 	}
 	if nk.ExpiresAt != nil {
 		exp := nk.ExpiresAt.UTC().Truncate(time.Microsecond)

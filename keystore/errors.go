@@ -16,8 +16,15 @@ var (
 	ErrUserNotFound = errors.New("user not found")
 
 	// ErrRevoked means the key is revoked (at or before now), so it cannot be
-	// rotated.
+	// rotated, disabled or enabled.
 	ErrRevoked = errors.New("api key is revoked")
+
+	// ErrLimitReached means the user has as many live keys as the limit
+	// allows (UserKeys.CreateTx, UserKeys.RotateTx). The error that wraps it
+	// says how many and what to do, and names no key, so its message may be
+	// shown to the user as it is: "live key limit reached: user has 5 live
+	// keys, the limit is 5: revoke one first".
+	ErrLimitReached = errors.New("live key limit reached")
 
 	// ErrNothingToReveal means the user has no key waiting to be picked up:
 	// none was made, it was already picked up, it was revoked, or its pick-up
@@ -39,4 +46,10 @@ var (
 // invalid returns an error wrapping ErrInvalid.
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// limitReached returns the error wrapping ErrLimitReached for a user with
+// live keys and the limit max.
+func limitReached(live, max int) error {
+	return fmt.Errorf("%w: user has %d live keys, the limit is %d: revoke one first", ErrLimitReached, live, max)
 }

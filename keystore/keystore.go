@@ -35,8 +35,12 @@ const (
 const (
 	// SourceSignup is the one key a user gets on signup; at most one per user.
 	SourceSignup = "signup"
-	// SourceManual is a key an operator made (or a rotation made).
+	// SourceManual is a key an operator made (or an operator's rotation
+	// made).
 	SourceManual = "manual"
+	// SourceUser is a key its owner made (or rotated) through the HTTP API:
+	// UserKeys.CreateTx and UserKeys.RotateTx.
+	SourceUser = "user"
 )
 
 // Actors of an audit event (key_events.actor).
@@ -164,8 +168,9 @@ type NewKey struct {
 	UserID string
 	// Name labels the key, 1 to 200 characters. Defaults to DefaultName.
 	Name string
-	// Source is SourceSignup or SourceManual. CreateTx defaults it to
-	// SourceSignup, CreateWithPlaintext to SourceManual.
+	// Source is SourceSignup, SourceManual or SourceUser. CreateTx defaults
+	// it to SourceSignup, CreateWithPlaintext to SourceManual; UserKeys sets
+	// SourceUser.
 	Source string
 	// ExpiresAt, when set, is when the key stops working; it must be in the
 	// future.
@@ -224,17 +229,23 @@ type Info struct {
 	LastUsedAt *time.Time `json:"last_used_at"`
 	// RotatedFrom is the id of the key this one replaced, if any.
 	RotatedFrom string `json:"rotated_from,omitempty"`
+	// DisabledAt is when the key's owner disabled it; nil while it is
+	// enabled. Disabling is reversible (UserKeys.SetDisabled).
+	DisabledAt *time.Time `json:"disabled_at"`
 }
 
-// Status is the key's state at now, regardless of any secret: StatusRevoked
-// from RevokedAt on, else StatusExpired from ExpiresAt on, else
-// StatusValid.
+// Status is the key's state at now, regardless of any secret, in this
+// order, as verify_api_key answers: StatusRevoked from RevokedAt on, else
+// StatusExpired from ExpiresAt on, else StatusDisabled while DisabledAt is
+// set, else StatusValid.
 func (i Info) Status(now time.Time) keys.Status {
 	switch {
 	case i.RevokedAt != nil && !now.Before(*i.RevokedAt):
 		return keys.StatusRevoked
 	case i.ExpiresAt != nil && !now.Before(*i.ExpiresAt):
 		return keys.StatusExpired
+	case i.DisabledAt != nil:
+		return keys.StatusDisabled
 	}
 	return keys.StatusValid
 }
@@ -352,13 +363,13 @@ func isPgCode(err error, code string) bool {
 // queries are the Store's statements with the schema filled in.
 type queries struct {
 	insertEvent, insertKey, existingSignup, insertReveal,
-	info, list, revoke, keyExists, lockForRotate, scheduleRevoke,
+	info, list, revoke, lockForRotate, scheduleRevoke, lockUser, countLive, setDisabled,
 	reveal, revealExpired, verifyLookup, touch, purge, pendingReveal,
 	recordSealingKey, lockSealingKey, rotateSealingKey, resealBatch, resealUpdate string
 }
 
 const infoColumns = `k.id, k.user_id::text, k.name, k.prefix, k.last4, k.source, k.created_at,
-	k.expires_at, k.revoked_at, k.last_used_at, coalesce(k.rotated_from, '')`
+	k.expires_at, k.revoked_at, k.last_used_at, coalesce(k.rotated_from, ''), k.disabled_at`
 
 func newQueries(schema string) queries {
 	r := strings.NewReplacer("{schema}", pgx.Identifier{schema}.Sanitize()).Replace
@@ -376,27 +387,53 @@ func newQueries(schema string) queries {
 			WHERE k.user_id = $1::uuid AND k.source = 'signup'`),
 		insertReveal: r(`INSERT INTO {schema}.key_reveals (key_id, user_id, sealed, created_at, expires_at)
 			VALUES ($1, $2::uuid, $3, $4, $5)`),
-		info: r(`SELECT ` + infoColumns + ` FROM {schema}.api_keys k WHERE k.id = $1`),
+		// $2, when not NULL, is the owner: someone else's key is not found.
+		info: r(`SELECT ` + infoColumns + ` FROM {schema}.api_keys k
+			WHERE k.id = $1 AND ($2::uuid IS NULL OR k.user_id = $2::uuid)`),
 		list: r(`SELECT ` + infoColumns + ` FROM {schema}.api_keys k
 			WHERE $1::text = '' OR k.user_id = nullif($1::text, '')::uuid
 			ORDER BY k.created_at DESC, k.id DESC LIMIT $2`),
-		// One statement: the revocation, the deletion of a secret still
-		// waiting (when revoked now or earlier), and the audit event.
+		// One statement: the revocation (of the owner $8's key only, when
+		// not NULL), the deletion of a secret still waiting (when revoked
+		// now or earlier), the audit event, and the key as it is after.
 		revoke: r(`WITH k AS (
 				UPDATE {schema}.api_keys SET revoked_at = $2
-				 WHERE id = $1 AND (revoked_at IS NULL OR revoked_at > $2)
-				RETURNING id, user_id
+				 WHERE id = $1 AND ($8::uuid IS NULL OR user_id = $8::uuid)
+				   AND (revoked_at IS NULL OR revoked_at > $2)
+				RETURNING *
 			), gone AS (
 				DELETE FROM {schema}.key_reveals
 				 WHERE key_id IN (SELECT id FROM k) AND $2 <= $3
 				RETURNING key_id
+			), ev AS (
+				INSERT INTO {schema}.key_events (occurred_at, event, key_id, user_id, job_id, attempt, actor, detail)
+				SELECT $3, 'revoked', k.id, k.user_id, $4, $5, $6,
+				       $7::jsonb || jsonb_build_object('revoked_at', $2::timestamptz, 'reveal_deleted', (SELECT count(*) > 0 FROM gone))
+				  FROM k
 			)
-			INSERT INTO {schema}.key_events (occurred_at, event, key_id, user_id, job_id, attempt, actor, detail)
-			SELECT $3, 'revoked', k.id, k.user_id, $4, $5, $6,
-			       $7::jsonb || jsonb_build_object('revoked_at', $2::timestamptz, 'reveal_deleted', (SELECT count(*) > 0 FROM gone))
-			  FROM k`),
-		keyExists:      r(`SELECT EXISTS (SELECT 1 FROM {schema}.api_keys WHERE id = $1)`),
-		lockForRotate:  r(`SELECT ` + infoColumns + ` FROM {schema}.api_keys k WHERE k.id = $1 FOR UPDATE`),
+			SELECT ` + infoColumns + ` FROM k`),
+		lockForRotate: r(`SELECT ` + infoColumns + ` FROM {schema}.api_keys k
+			WHERE k.id = $1 AND ($2::uuid IS NULL OR k.user_id = $2::uuid) FOR UPDATE`),
+		lockUser: `SELECT pg_advisory_xact_lock($1)`,
+		// The user's live keys at $2 (not revoked then, not expired then;
+		// disabled ones count), and those of them other than key $3.
+		countLive: r(`SELECT count(*), count(*) FILTER (WHERE id <> $3)
+			FROM {schema}.api_keys
+			WHERE user_id = $1::uuid AND (revoked_at IS NULL OR revoked_at > $2) AND (expires_at IS NULL OR expires_at > $2)`),
+		// Disables ($3 true) or enables the key, of the owner $4 only (when
+		// not NULL), when it is not revoked at $2 and not in that state
+		// already; writes the event and returns the key as it is after.
+		setDisabled: r(`WITH k AS (
+				UPDATE {schema}.api_keys SET disabled_at = CASE WHEN $3::boolean THEN $2::timestamptz END
+				 WHERE id = $1 AND ($4::uuid IS NULL OR user_id = $4::uuid)
+				   AND (revoked_at IS NULL OR revoked_at > $2)
+				   AND (disabled_at IS NULL) = $3::boolean
+				RETURNING *
+			), ev AS (
+				INSERT INTO {schema}.key_events (occurred_at, event, key_id, user_id, job_id, attempt, actor, detail)
+				SELECT $2, $5, k.id, k.user_id, $6, $7, $8, $9::jsonb FROM k
+			)
+			SELECT ` + infoColumns + ` FROM k`),
 		scheduleRevoke: r(`UPDATE {schema}.api_keys SET revoked_at = least(coalesce(revoked_at, $2), $2) WHERE id = $1 RETURNING revoked_at`),
 		// The oldest pending, unexpired secret of a live key, deleted and
 		// returned in one statement; SKIP LOCKED makes a concurrent reveal
@@ -416,7 +453,7 @@ func newQueries(schema string) queries {
 			)
 			SELECT ` + infoColumns + `, d.sealed FROM d JOIN {schema}.api_keys k ON k.id = d.key_id`),
 		revealExpired: r(`SELECT EXISTS (SELECT 1 FROM {schema}.key_reveals WHERE user_id = $1::uuid AND expires_at <= $2)`),
-		verifyLookup: r(`SELECT user_id::text, prefix, secret_hash, salt, hash_version, expires_at, revoked_at, last_used_at
+		verifyLookup: r(`SELECT user_id::text, prefix, secret_hash, salt, hash_version, expires_at, revoked_at, disabled_at, last_used_at
 			FROM {schema}.api_keys WHERE id = $1`),
 		touch: r(`UPDATE {schema}.api_keys SET last_used_at = $2::timestamptz
 			WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2::timestamptz - interval '1 minute')`),
@@ -447,7 +484,7 @@ func newQueries(schema string) queries {
 func scanInfo(row pgx.Row, extra ...any) (Info, error) {
 	var i Info
 	dest := append([]any{&i.ID, &i.UserID, &i.Name, &i.Prefix, &i.Last4, &i.Source, &i.CreatedAt,
-		&i.ExpiresAt, &i.RevokedAt, &i.LastUsedAt, &i.RotatedFrom}, extra...)
+		&i.ExpiresAt, &i.RevokedAt, &i.LastUsedAt, &i.RotatedFrom, &i.DisabledAt}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return Info{}, err
 	}
@@ -455,6 +492,7 @@ func scanInfo(row pgx.Row, extra ...any) (Info, error) {
 	i.ExpiresAt = utcPtr(i.ExpiresAt)
 	i.RevokedAt = utcPtr(i.RevokedAt)
 	i.LastUsedAt = utcPtr(i.LastUsedAt)
+	i.DisabledAt = utcPtr(i.DisabledAt)
 	return i, nil
 }
 
@@ -468,17 +506,24 @@ func utcPtr(t *time.Time) *time.Time {
 
 // Get returns the metadata of the key keyID, or an error wrapping ErrNotFound.
 func (s *Store) Get(ctx context.Context, db Querier, keyID string) (Info, error) {
-	if err := checkKeyID(keyID); err != nil {
-		return Info{}, err
-	}
-	i, err := scanInfo(db.QueryRow(ctx, s.q.info, keyID))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Info{}, fmt.Errorf("getting key %s: %w", keyID, ErrNotFound)
-	}
+	i, err := s.lookup(ctx, db, keyID, "")
 	if err != nil {
 		return Info{}, fmt.Errorf("getting key %s: %w", keyID, err)
 	}
 	return i, nil
+}
+
+// lookup reads key keyID, of owner only when owner is not "": ErrNotFound
+// (unwrapped) when there is no such key, or it is someone else's.
+func (s *Store) lookup(ctx context.Context, db Querier, keyID, owner string) (Info, error) {
+	if !keyIDRe.MatchString(keyID) {
+		return Info{}, ErrNotFound
+	}
+	i, err := scanInfo(db.QueryRow(ctx, s.q.info, keyID, nullable(owner)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Info{}, ErrNotFound
+	}
+	return i, err
 }
 
 // List returns the metadata of userID's keys, or of every key when userID is
@@ -526,8 +571,15 @@ func (s *Store) PendingReveal(ctx context.Context, db Querier, keyID string) (ti
 // already revoked at or before `at`, and an error wrapping ErrNotFound when
 // there is no such key.
 func (s *Store) Revoke(ctx context.Context, db Querier, keyID string, at time.Time, a Audit) (bool, error) {
+	_, changed, err := s.revoke(ctx, db, keyID, "", at, a)
+	return changed, err
+}
+
+// revoke is Revoke of owner's key (any key when owner is ""), returning the
+// key as it is after.
+func (s *Store) revoke(ctx context.Context, db Querier, keyID, owner string, at time.Time, a Audit) (Info, bool, error) {
 	if err := checkKeyID(keyID); err != nil {
-		return false, err
+		return Info{}, false, fmt.Errorf("revoking key: %w", err)
 	}
 	now := s.Now()
 	if at.IsZero() {
@@ -536,24 +588,21 @@ func (s *Store) Revoke(ctx context.Context, db Querier, keyID string, at time.Ti
 	at = at.UTC().Truncate(time.Microsecond)
 	args, err := s.eventArgs(now, eventOf("revoked", keyID, "", nil), a)
 	if err != nil {
-		return false, err
+		return Info{}, false, err
 	}
 	// args: now, event, key, user, job, attempt, actor, detail
-	tag, err := db.Exec(ctx, s.q.revoke, keyID, at, now, args[4], args[5], args[6], args[7])
-	if err != nil {
-		return false, fmt.Errorf("revoking key %s: %w", keyID, err)
+	i, err := scanInfo(db.QueryRow(ctx, s.q.revoke, keyID, at, now, args[4], args[5], args[6], args[7], nullable(owner)))
+	if err == nil {
+		return i, true, nil
 	}
-	if tag.RowsAffected() == 1 {
-		return true, nil
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return Info{}, false, fmt.Errorf("revoking key %s: %w", keyID, err)
 	}
-	var exists bool
-	if err := db.QueryRow(ctx, s.q.keyExists, keyID).Scan(&exists); err != nil {
-		return false, fmt.Errorf("revoking key %s: %w", keyID, err)
+	// Nothing changed: no such key (of owner's), or revoked already.
+	if i, err = s.lookup(ctx, db, keyID, owner); err != nil {
+		return Info{}, false, fmt.Errorf("revoking key %s: %w", keyID, err)
 	}
-	if !exists {
-		return false, fmt.Errorf("revoking key %s: %w", keyID, ErrNotFound)
-	}
-	return false, nil
+	return i, false, nil
 }
 
 // PurgeExpiredReveals deletes every sealed secret whose pick-up window has

@@ -13,11 +13,11 @@ import (
 
 // Verification is the outcome of Verify.
 type Verification struct {
-	// Status is valid, not_found, revoked or expired, as the SQL function
-	// verify_api_key says.
+	// Status is valid, not_found, revoked, expired or disabled, as the SQL
+	// function verify_api_key says.
 	Status keys.Status
 	// UserID and KeyID are set when the secret is right (valid, revoked,
-	// expired); empty for not_found.
+	// expired, disabled); empty for not_found.
 	UserID, KeyID string
 	// ParseErr is the *keys.ParseError when token is not a well-formed key
 	// (Status is then StatusNotFound and nothing was looked up). Its message
@@ -30,9 +30,10 @@ type Verification struct {
 // ParseErr set, without a lookup), then the row by id and keys.Verify, in
 // constant time, with an unknown id doing the same hashing work as a wrong
 // secret. A revocation takes effect at revoked_at (a scheduled one leaves the
-// key valid until then), an expiry at expires_at. A valid key's last_used_at
-// is updated at most once a minute, as the SQL function does. The error is
-// only for a failed query.
+// key valid until then), an expiry at expires_at; a key neither revoked nor
+// expired but disabled is StatusDisabled (the order of Info.Status). A valid
+// key's last_used_at is updated at most once a minute, as the SQL function
+// does; a disabled key's is not. The error is only for a failed query.
 func (s *Store) Verify(ctx context.Context, db Querier, token string) (Verification, error) {
 	p, err := keys.Parse(token)
 	if err != nil {
@@ -43,10 +44,11 @@ func (s *Store) Verify(ctx context.Context, db Querier, token string) (Verificat
 		userID     string
 		stored     keys.Stored
 		revokedAt  *time.Time
+		disabledAt *time.Time
 		lastUsedAt *time.Time
 	)
 	err = db.QueryRow(ctx, s.q.verifyLookup, p.ID()).Scan(&userID, &stored.Prefix, &stored.Hash, &stored.Salt,
-		&stored.HashVersion, &stored.ExpiresAt, &revokedAt, &lastUsedAt)
+		&stored.HashVersion, &stored.ExpiresAt, &revokedAt, &disabledAt, &lastUsedAt)
 	found := true
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -65,6 +67,9 @@ func (s *Store) Verify(ctx context.Context, db Querier, token string) (Verificat
 	}
 	if status == keys.StatusNotFound {
 		return Verification{Status: status}, nil
+	}
+	if status == keys.StatusValid && disabledAt != nil {
+		status = keys.StatusDisabled
 	}
 	if status == keys.StatusValid && (lastUsedAt == nil || lastUsedAt.Before(now.Add(-time.Minute))) {
 		if _, err := db.Exec(ctx, s.q.touch, p.ID(), now); err != nil {

@@ -68,7 +68,7 @@ BEGIN
 		EXECUTE $sql$
 			GRANT USAGE ON SCHEMA {{schema}} TO service_role;
 			GRANT SELECT (id, user_id, name, prefix, last4, source, created_at,
-				expires_at, revoked_at, last_used_at) ON {{schema}}.api_keys TO service_role;
+				expires_at, revoked_at, last_used_at, disabled_at) ON {{schema}}.api_keys TO service_role;
 			GRANT SELECT ON {{schema}}.key_events TO service_role;
 			GRANT EXECUTE ON FUNCTION {{schema}}.verify_api_key(text),
 				{{schema}}.list_api_keys(uuid), {{schema}}.revoke_api_key(text, timestamptz),
