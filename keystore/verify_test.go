@@ -120,6 +120,10 @@ func TestVerifyStatusesAgreeInGoAndSQL(t *testing.T) {
 	if _, err := f.db.Exec(ctx, `UPDATE keyworker.api_keys SET expires_at = now() - interval '1 minute' WHERE id = $1`, expiredP.ID()); err != nil {
 		t.Fatal(err)
 	}
+	disabledC, disabled := manual()
+	if _, _, err := f.store.User(user).SetDisabled(ctx, f.db, disabledC.ID, true, keystore.Audit{Actor: keystore.ActorUser}); err != nil {
+		t.Fatal(err)
+	}
 	unknown := gen()
 	wrongSecret, other := gen(), gen()
 	insertRaw(wrongSecret, "sk", other)
@@ -135,6 +139,7 @@ func TestVerifyStatusesAgreeInGoAndSQL(t *testing.T) {
 		{"revoked", &revoked, keys.StatusRevoked},
 		{"scheduled revocation in the future", &scheduled, keys.StatusValid},
 		{"expired", &expired, keys.StatusExpired},
+		{"disabled", &disabled, keys.StatusDisabled},
 		{"unknown id", new(unknown.Plaintext()), keys.StatusNotFound},
 		{"wrong secret", new(wrongSecret.Plaintext()), keys.StatusNotFound},
 		{"wrong prefix", new(wrongPrefix.Plaintext()), keys.StatusNotFound},
@@ -145,7 +150,7 @@ func TestVerifyStatusesAgreeInGoAndSQL(t *testing.T) {
 		{"NULL", nil, keys.StatusNotFound},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			sqlStatus, sqlUser, _ := f.sqlVerify(t, c.token)
+			sqlStatus, sqlUser, sqlKey := f.sqlVerify(t, c.token)
 			if sqlStatus != c.want.String() {
 				t.Errorf("verify_api_key = %s, want %s", sqlStatus, c.want)
 			}
@@ -168,6 +173,9 @@ func TestVerifyStatusesAgreeInGoAndSQL(t *testing.T) {
 			}
 			if c.want != keys.StatusNotFound && v.UserID != user {
 				t.Errorf("Store.Verify user = %q, want %q", v.UserID, user)
+			}
+			if v.UserID != sqlUser || v.KeyID != sqlKey {
+				t.Errorf("ids: Store.Verify %q %q, verify_api_key %q %q", v.UserID, v.KeyID, sqlUser, sqlKey)
 			}
 		})
 	}

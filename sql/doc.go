@@ -5,7 +5,8 @@
 // everything, River's tables too: api_keys, key_events (the audit trail),
 // key_reveals (sealed secrets waiting for their one pick-up),
 // replication_checkpoints, installation, and the functions verify_api_key
-// (which checks a key's checksum as keys.Parse does before any lookup),
+// (which checks a key's checksum as keys.Parse does before any lookup, and
+// answers valid, not_found, revoked, expired or disabled),
 // list_api_keys and revoke_api_key for services and operators. Every table in
 // it has row level security enabled (not forced: the owning worker role is
 // not subject to it), and anon and authenticated hold no privilege on it.
