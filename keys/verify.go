@@ -43,6 +43,8 @@ const (
 	StatusRevoked
 	// StatusExpired: the secret is right but the key has expired.
 	StatusExpired
+	// StatusDisabled: the secret is right but the key is disabled.
+	StatusDisabled
 )
 
 var statusNames = [...]string{
@@ -50,6 +52,7 @@ var statusNames = [...]string{
 	StatusValid:    "valid",
 	StatusRevoked:  "revoked",
 	StatusExpired:  "expired",
+	StatusDisabled: "disabled",
 }
 
 // String returns "valid", "not_found", "revoked" or "expired", or

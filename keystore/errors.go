@@ -34,6 +34,9 @@ var (
 	// uuid, an empty or too long name, an unknown source or actor, an expiry
 	// in the past.
 	ErrInvalid = errors.New("invalid argument")
+
+	// ErrLimitReached: stand-in until helper A's branch is merged.
+	ErrLimitReached = errors.New("live key limit reached")
 )
 
 // invalid returns an error wrapping ErrInvalid.
