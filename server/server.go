@@ -83,7 +83,7 @@ type Revealed struct {
 }
 
 // String is the redacted form: the prefix, the key id and the last 4.
-func (r Revealed) String() string { return r.Prefix + "_" + r.KeyID + "_…" + r.Last4 }
+func (r Revealed) String() string { return redactedKey(r.Prefix, r.KeyID, r.Last4) }
 
 // GoString is a Go-syntax representation without the key, for %#v.
 func (r Revealed) GoString() string {
@@ -92,18 +92,10 @@ func (r Revealed) GoString() string {
 
 // Format makes every fmt verb print String's redacted form (GoString for
 // %#v), keeping the verb's flags, width and precision.
-func (r Revealed) Format(f fmt.State, verb rune) {
-	if verb == 'v' && f.Flag('#') {
-		_, _ = io.WriteString(f, r.GoString())
-		return
-	}
-	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), r.String())
-}
+func (r Revealed) Format(f fmt.State, verb rune) { formatRedacted(f, verb, r.String(), r.GoString) }
 
 // LogValue keeps the key out of logs.
-func (r Revealed) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("key_id", r.KeyID), slog.String("prefix", r.Prefix), slog.String("last4", r.Last4))
-}
+func (r Revealed) LogValue() slog.Value { return redactedLogValue(r.Prefix, r.KeyID, r.Last4) }
 
 // TokenFunc verifies a bearer token and returns the user id it names. Its
 // error is logged, never sent to the client, and must not contain the token.
