@@ -43,7 +43,8 @@ const (
 	StatusRevoked
 	// StatusExpired: the secret is right but the key has expired.
 	StatusExpired
-	// StatusDisabled: the secret is right but the key is disabled.
+	// StatusDisabled: the secret is right but the key is disabled (it can
+	// be enabled again, unlike a revoked key).
 	StatusDisabled
 )
 
