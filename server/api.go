@@ -158,9 +158,9 @@ func jsonProblem(err error, v any) string {
 	case errors.As(err, &syntax):
 		return fmt.Sprintf("the request body is not valid JSON (at byte %d): send a JSON object with %s", syntax.Offset, jsonFields(v))
 	case errors.As(err, &typ) && typ.Field != "":
-		return fmt.Sprintf("field %q must be a JSON %s, not a %s", typ.Field, jsonKind(typ.Type), typ.Value)
+		return fmt.Sprintf("field %q must be a JSON %s, got a JSON %s", typ.Field, jsonKind(typ.Type), typ.Value)
 	case errors.As(err, &typ):
-		return fmt.Sprintf("the request body must be a JSON object with %s, not a %s", jsonFields(v), typ.Value)
+		return fmt.Sprintf("the request body must be a JSON object with %s, got a JSON %s", jsonFields(v), typ.Value)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Sprintf("the request body is cut short: send a whole JSON object with %s", jsonFields(v))
 	}

@@ -329,7 +329,7 @@ type Server struct {
 	corsOrigins    map[string]bool
 	apiCOP         *http.CrossOriginProtection // on the API's paths, CORSOrigins trusted
 	verifyTokens   [][32]byte                  // SHA-256 of each of VerifyTokens
-	now            func() time.Time // the limiters' clock; tests move it
+	now            func() time.Time            // the limiters' clock; tests move it
 
 	mu        sync.Mutex
 	srvs      []*http.Server
