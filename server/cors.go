@@ -46,10 +46,11 @@ func parseCORSOrigins(list []string) (map[string]bool, error) {
 	return set, nil
 }
 
-// apiCrossOrigin is the cross-origin check of the API's paths: as on the
-// rest of the listener (PublicURL trusted), and CORSOrigins trusted too.
-// Elsewhere (the dashboard) CORSOrigins are not trusted.
-func (s *Server) apiCrossOrigin() (*http.CrossOriginProtection, error) {
+// crossOrigin is a cross-origin check (http.CrossOriginProtection) that
+// trusts PublicURL's origin and the origins given. The API's paths have one
+// that trusts CORSOrigins too; the rest of the listener (the dashboard) one
+// that does not.
+func (s *Server) crossOrigin(origins map[string]bool) (*http.CrossOriginProtection, error) {
 	cop := http.NewCrossOriginProtection()
 	if s.cfg.PublicURL != "" {
 		origin, err := publicOrigin(s.cfg.PublicURL)
@@ -60,7 +61,7 @@ func (s *Server) apiCrossOrigin() (*http.CrossOriginProtection, error) {
 			return nil, fmt.Errorf("PublicURL (KEYWORKER_PUBLIC_URL): %w", err)
 		}
 	}
-	for o := range s.corsOrigins {
+	for o := range origins {
 		if err := cop.AddTrustedOrigin(o); err != nil {
 			return nil, fmt.Errorf("CORSOrigins (KEYWORKER_CORS_ORIGINS): %w", err)
 		}

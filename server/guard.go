@@ -14,15 +14,9 @@ import (
 // and only there).
 func (s *Server) guard(addr string, h http.Handler, crossOrigin bool) (http.Handler, error) {
 	if crossOrigin {
-		cop := http.NewCrossOriginProtection()
-		if s.cfg.PublicURL != "" {
-			origin, err := publicOrigin(s.cfg.PublicURL)
-			if err != nil {
-				return nil, err
-			}
-			if err := cop.AddTrustedOrigin(origin.String()); err != nil {
-				return nil, fmt.Errorf("PublicURL (KEYWORKER_PUBLIC_URL): %w", err)
-			}
+		cop, err := s.crossOrigin(nil)
+		if err != nil {
+			return nil, err
 		}
 		// The API's paths have a check of their own (apiPath), which also
 		// trusts CORSOrigins.

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -191,27 +190,9 @@ func (f *fakeKeys) Verify(ctx context.Context, key string) (keystore.Verificatio
 // serviceTok is a valid service token for VerifyTokens.
 const serviceTok = "svc-0123456789abcdef0123456789abcdef"
 
-// logBuffer is a goroutine-safe buffer for a test's logger.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // keysServer is a server with the fake KeyService, a service token and a
 // debug logger into the returned buffer.
-func keysServer(t *testing.T, cfg Config) (http.Handler, *fakeKeys, *logBuffer) {
+func keysServer(t *testing.T, cfg Config) (http.Handler, *fakeKeys, *syncBuffer) {
 	t.Helper()
 	f := newFakeKeys()
 	if cfg.Keys == nil {
@@ -220,12 +201,12 @@ func keysServer(t *testing.T, cfg Config) (http.Handler, *fakeKeys, *logBuffer) 
 	if cfg.VerifyTokens == nil {
 		cfg.VerifyTokens = []string{serviceTok}
 	}
-	logs := &logBuffer{}
+	logs := &syncBuffer{}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return testServer(t, cfg).Handler(), f, logs
 }
 
-// call makes a request with a body to h.
+// call makes a request with a body to h, as do does.
 func call(h http.Handler, method, path, body string, hdr map[string]string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
 	req.Host = "localhost:8080"

@@ -359,7 +359,7 @@ func New(cfg Config) (*Server, error) {
 	s.corsOrigins, _ = parseCORSOrigins(cfg.CORSOrigins)
 	s.verifyTokens, _ = cfg.verifyTokenSums()
 	var err error
-	if s.apiCOP, err = s.apiCrossOrigin(); err != nil {
+	if s.apiCOP, err = s.crossOrigin(s.corsOrigins); err != nil {
 		return nil, err
 	}
 	if s.handler, err = s.guard(cfg.Addr, s.routes(), true); err != nil {
