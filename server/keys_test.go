@@ -184,6 +184,14 @@ func (f *fakeKeys) Verify(ctx context.Context, key string) (keystore.Verificatio
 			return keystore.Verification{Status: st, UserID: k.info.UserID, KeyID: k.info.ID}, nil
 		}
 	}
+	for _, k := range f.keys {
+		if strings.Contains(key, "_"+k.info.ID+"_") {
+			// A wrong secret for a known id: the ids are returned, as a
+			// careless service might, so that the test sees the server
+			// leave them out of a not_found answer.
+			return keystore.Verification{Status: keys.StatusNotFound, UserID: k.info.UserID, KeyID: k.info.ID}, nil
+		}
+	}
 	return keystore.Verification{Status: keys.StatusNotFound}, nil
 }
 
