@@ -9,18 +9,19 @@ import (
 
 // guard wraps a listener's routes in what every request passes first: on a
 // loopback address, the Host check (DNS rebinding); a bound on the request
-// body; and, for the main listener, the refusal of cross-origin writes.
+// body; and, for the main listener, the refusal of cross-origin writes
+// (the API's paths are checked by apiPath, with CORSOrigins trusted there
+// and only there).
 func (s *Server) guard(addr string, h http.Handler, crossOrigin bool) (http.Handler, error) {
 	if crossOrigin {
-		cop := http.NewCrossOriginProtection()
-		if s.cfg.PublicURL != "" {
-			origin, err := publicOrigin(s.cfg.PublicURL)
-			if err != nil {
-				return nil, err
-			}
-			if err := cop.AddTrustedOrigin(origin.String()); err != nil {
-				return nil, fmt.Errorf("PublicURL (KEYWORKER_PUBLIC_URL): %w", err)
-			}
+		cop, err := s.crossOrigin(nil)
+		if err != nil {
+			return nil, err
+		}
+		// The API's paths have a check of their own (apiPath), which also
+		// trusts CORSOrigins.
+		for _, path := range apiPaths(s.apiRoutes()) {
+			cop.AddInsecureBypassPattern(path)
 		}
 		cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			s.cfg.Logger.Warn("cross-origin request refused", "component", "http", "method", r.Method, "path", r.URL.Path,

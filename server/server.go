@@ -34,6 +34,12 @@ const (
 	// credentials one client address may send per minute before it is
 	// answered 429 for a while.
 	DefaultLoginFailuresPerMinute = 10
+	// DefaultKeysPerUser is how many keys API requests (list, create,
+	// rotate, disable, enable, revoke) a user may make per minute.
+	DefaultKeysPerUser = 60
+	// DefaultKeysPerAddr is how many keys API requests one client address
+	// (an IPv6 /64) may make per minute, authenticated or not.
+	DefaultKeysPerAddr = 300
 	// MaxRateLimit bounds the per-minute limits.
 	MaxRateLimit = 1_000_000
 )
@@ -83,7 +89,7 @@ type Revealed struct {
 }
 
 // String is the redacted form: the prefix, the key id and the last 4.
-func (r Revealed) String() string { return r.Prefix + "_" + r.KeyID + "_…" + r.Last4 }
+func (r Revealed) String() string { return redactedKey(r.Prefix, r.KeyID, r.Last4) }
 
 // GoString is a Go-syntax representation without the key, for %#v.
 func (r Revealed) GoString() string {
@@ -92,18 +98,10 @@ func (r Revealed) GoString() string {
 
 // Format makes every fmt verb print String's redacted form (GoString for
 // %#v), keeping the verb's flags, width and precision.
-func (r Revealed) Format(f fmt.State, verb rune) {
-	if verb == 'v' && f.Flag('#') {
-		_, _ = io.WriteString(f, r.GoString())
-		return
-	}
-	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), r.String())
-}
+func (r Revealed) Format(f fmt.State, verb rune) { formatRedacted(f, verb, r.String(), r.GoString) }
 
 // LogValue keeps the key out of logs.
-func (r Revealed) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("key_id", r.KeyID), slog.String("prefix", r.Prefix), slog.String("last4", r.Last4))
-}
+func (r Revealed) LogValue() slog.Value { return redactedLogValue(r.Prefix, r.KeyID, r.Last4) }
 
 // TokenFunc verifies a bearer token and returns the user id it names. Its
 // error is logged, never sent to the client, and must not contain the token.
@@ -163,6 +161,33 @@ type Config struct {
 	// right-most address of X-Forwarded-For that is not one of them;
 	// X-Forwarded-For from anyone else is ignored. Defaults to none.
 	TrustedProxies []string
+	// Keys implements the keys API (GET and POST /v1/keys,
+	// /v1/keys/{id}/rotate, /disable, /enable, DELETE /v1/keys/{id}) and
+	// POST /v1/keys/verify. The user endpoints also need VerifyToken; they
+	// answer 503 keys_disabled while either is nil, and verify answers 503
+	// verify_disabled while Keys is nil or VerifyTokens is empty.
+	Keys KeyService
+	// KeysPerUser and KeysPerAddr are per-minute limits of the keys API, as
+	// RevealPerUser and RevealPerAddr are of reveal (each has its own
+	// buckets). Defaults to DefaultKeysPerUser and DefaultKeysPerAddr.
+	KeysPerUser, KeysPerAddr int
+	// VerifyTokens are the service tokens backends send to POST
+	// /v1/keys/verify (Authorization: Bearer <token>), each at least
+	// MinVerifyTokenLen printable ASCII characters without spaces; several
+	// let one be replaced without downtime. Compared in constant time; an
+	// end user's access token is not one. Wrong ones count against the
+	// address's LoginFailuresPerMinute (buckets of their own). Defaults to
+	// none: verify answers 503.
+	VerifyTokens []string
+	// CORSOrigins are the origins (scheme://host[:port], exactly as a
+	// browser sends them) of the web apps that may call the user endpoints
+	// (/v1/keys, its sub-paths and reveal, not verify) from the browser:
+	// preflights from them are answered, their answers carry
+	// Access-Control-Allow-Origin, and the cross-origin check trusts them
+	// on those endpoints only. "*" is refused. Credentials travel in
+	// Authorization, never in cookies: Access-Control-Allow-Credentials is
+	// never sent. Defaults to none.
+	CORSOrigins []string
 	// OnReveal, when set, is called after each reveal request with its
 	// outcome ("revealed", "nothing", "unauthorized", "rate_limited", "error"),
 	// for metrics.
@@ -183,6 +208,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RevealPerAddr == 0 {
 		c.RevealPerAddr = DefaultRevealPerAddr
+	}
+	if c.KeysPerUser == 0 {
+		c.KeysPerUser = DefaultKeysPerUser
+	}
+	if c.KeysPerAddr == 0 {
+		c.KeysPerAddr = DefaultKeysPerAddr
 	}
 	if c.LoginFailuresPerMinute == 0 {
 		c.LoginFailuresPerMinute = DefaultLoginFailuresPerMinute
@@ -241,6 +272,8 @@ func (c Config) validate() error {
 	}{
 		{"RevealPerUser (KEYWORKER_REVEAL_PER_USER)", c.RevealPerUser},
 		{"RevealPerAddr (KEYWORKER_REVEAL_PER_ADDR)", c.RevealPerAddr},
+		{"KeysPerUser (KEYWORKER_KEYS_PER_USER)", c.KeysPerUser},
+		{"KeysPerAddr (KEYWORKER_KEYS_PER_ADDR)", c.KeysPerAddr},
 		{"LoginFailuresPerMinute", c.LoginFailuresPerMinute},
 	} {
 		if l.n < 1 || l.n > MaxRateLimit {
@@ -248,6 +281,12 @@ func (c Config) validate() error {
 		}
 	}
 	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {
+		return err
+	}
+	if _, err := parseCORSOrigins(c.CORSOrigins); err != nil {
+		return err
+	}
+	if _, err := c.verifyTokenSums(); err != nil {
 		return err
 	}
 	return nil
@@ -282,11 +321,15 @@ type Server struct {
 	cfg            Config
 	handler        http.Handler
 	metricsHandler http.Handler // on MetricsAddr; nil without one
-	userRate       *limiter
-	addrRate       *limiter
+	revealLimits   userLimits
+	keysLimits     userLimits
 	loginRate      *limiter
+	verifyFailRate *limiter // wrong service tokens, per client address
 	trustedProxies []netip.Prefix
-	now            func() time.Time // the limiters' clock; tests move it
+	corsOrigins    map[string]bool
+	apiCOP         *http.CrossOriginProtection // on the API's paths, CORSOrigins trusted
+	verifyTokens   [][32]byte                  // SHA-256 of each of VerifyTokens
+	now            func() time.Time            // the limiters' clock; tests move it
 
 	mu        sync.Mutex
 	srvs      []*http.Server
@@ -304,14 +347,21 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:       cfg,
-		userRate:  newLimiter(cfg.RevealPerUser, time.Minute),
-		addrRate:  newLimiter(cfg.RevealPerAddr, time.Minute),
-		loginRate: newLimiter(cfg.LoginFailuresPerMinute, time.Minute),
-		now:       time.Now,
+		cfg:            cfg,
+		revealLimits:   userLimits{"reveal", newLimiter(cfg.RevealPerAddr, time.Minute), newLimiter(cfg.RevealPerUser, time.Minute)},
+		keysLimits:     userLimits{"keys API", newLimiter(cfg.KeysPerAddr, time.Minute), newLimiter(cfg.KeysPerUser, time.Minute)},
+		loginRate:      newLimiter(cfg.LoginFailuresPerMinute, time.Minute),
+		verifyFailRate: newLimiter(cfg.LoginFailuresPerMinute, time.Minute),
+		now:            time.Now,
 	}
-	s.trustedProxies, _ = parseTrustedProxies(cfg.TrustedProxies) // validated
+	// All validated.
+	s.trustedProxies, _ = parseTrustedProxies(cfg.TrustedProxies)
+	s.corsOrigins, _ = parseCORSOrigins(cfg.CORSOrigins)
+	s.verifyTokens, _ = cfg.verifyTokenSums()
 	var err error
+	if s.apiCOP, err = s.crossOrigin(s.corsOrigins); err != nil {
+		return nil, err
+	}
 	if s.handler, err = s.guard(cfg.Addr, s.routes(), true); err != nil {
 		return nil, err
 	}
@@ -346,14 +396,15 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("/riverui/", protected)
 		mux.Handle("/riverui", http.RedirectHandler("/riverui/", http.StatusMovedPermanently))
 	}
-	mux.HandleFunc("/v1/keys/reveal", s.reveal)
+	s.handleAPI(mux, s.apiRoutes())
+	// The catch-all: the mux's own 404 would be plain text.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
-			writeError(w, http.StatusNotFound, "not_found", "no such endpoint: try POST /v1/keys/reveal, /riverui/, /metrics, /healthz or /readyz")
+			writeError(w, http.StatusNotFound, "not_found", "no such endpoint: GET /v1/openapi.json lists the API (/v1/keys, /v1/keys/reveal, /v1/keys/verify); also /riverui/, /metrics, /healthz and /readyz")
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("keyworker: POST /v1/keys/reveal, /riverui/ (dashboard), /metrics, /healthz, /readyz\n"))
+		_, _ = w.Write([]byte("keyworker: the API is under /v1/ (GET /v1/openapi.json describes it), /riverui/ (dashboard), /metrics, /healthz, /readyz\n"))
 	})
 	return mux
 }
@@ -598,14 +649,8 @@ func bearer(r *http.Request) (string, bool) {
 	return tok, tok != ""
 }
 
+// reveal is POST /v1/keys/reveal: the user's waiting key, once.
 func (s *Server) reveal(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Pragma", "no-cache")
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
-		return
-	}
 	// Reveal takes no body: read what came, to refuse a large one.
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
 		if tooLarge := new(http.MaxBytesError); errors.As(err, &tooLarge) {
@@ -615,52 +660,14 @@ func (s *Server) reveal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "reading the request body failed")
 		return
 	}
-	addr := s.clientAddr(r)
-	if ok, retry := s.addrRate.allow(rateKey(addr), s.now()); !ok {
-		s.cfg.OnReveal("rate_limited")
-		w.Header().Set("Retry-After", retryAfter(retry))
-		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many reveal requests from this address; try again later")
-		return
-	}
 	if s.cfg.VerifyToken == nil || s.cfg.Reveal == nil {
 		s.cfg.OnReveal("error")
 		writeError(w, http.StatusServiceUnavailable, "reveal_disabled", "key pick-up is not configured: set KEYWORKER_JWT_SECRET or KEYWORKER_JWKS_URL")
 		return
 	}
-	tok, ok := bearer(r)
-	if !ok {
-		s.cfg.OnReveal("unauthorized")
-		w.Header().Set("WWW-Authenticate", `Bearer realm="keyworker"`)
-		writeError(w, http.StatusUnauthorized, "missing_token", "send your Supabase access token as Authorization: Bearer <token>")
-		return
-	}
-	userID, err := s.cfg.VerifyToken(r.Context(), tok)
-	if errors.Is(err, ErrTokenUnverifiable) {
-		s.cfg.OnReveal("error")
-		s.cfg.Logger.Warn("access token could not be checked", "component", "http", "remote_addr", addr, "error", err)
-		w.Header().Set("Retry-After", strconv.Itoa(int(tokenRetryAfter.Seconds())))
-		writeError(w, http.StatusServiceUnavailable, "token_unverifiable", "access tokens cannot be checked right now (the signing keys are unavailable): try again later")
-		return
-	}
-	if err != nil {
-		s.cfg.OnReveal("unauthorized")
-		// Why stays in the log: a caller probing with forged tokens learns
-		// nothing from the answer.
-		code, msg := "invalid_token", "the access token was rejected: sign in again and send the session's access token"
-		level := slog.LevelInfo
-		if errors.Is(err, ErrTokenExpired) {
-			code, msg = "token_expired", "the access token has expired: refresh the session and try again"
-			level = slog.LevelDebug
-		}
-		s.cfg.Logger.Log(r.Context(), level, "access token rejected", "component", "http", "remote_addr", addr, "error", err)
-		w.Header().Set("WWW-Authenticate", `Bearer realm="keyworker", error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, code, msg)
-		return
-	}
-	if ok, retry := s.userRate.allow(userID, s.now()); !ok {
-		s.cfg.OnReveal("rate_limited")
-		w.Header().Set("Retry-After", retryAfter(retry))
-		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many reveal requests for this user; try again later")
+	userID, addr, failure := s.signIn(w, r, s.revealLimits)
+	if failure != "" {
+		s.cfg.OnReveal(failure)
 		return
 	}
 	rev, err := s.cfg.Reveal(r.Context(), userID, addr)

@@ -46,15 +46,7 @@ func testServer(t *testing.T, cfg Config) *Server {
 }
 
 func do(h http.Handler, method, path string, hdr map[string]string) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(method, path, nil)
-	req.Host = "localhost:8080" // the server is on loopback: the Host check applies
-	req.RemoteAddr = "192.0.2.1:1234"
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	return rec
+	return call(h, method, path, "", hdr)
 }
 
 func errCode(t *testing.T, rec *httptest.ResponseRecorder) string {
