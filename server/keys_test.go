@@ -33,7 +33,6 @@ type fakeKeys struct {
 type fakeKey struct {
 	info      keystore.Info
 	plaintext string
-	disabled  bool
 }
 
 func newFakeKeys() *fakeKeys {
@@ -147,7 +146,12 @@ func (f *fakeKeys) SetDisabled(ctx context.Context, userID, keyID string, disabl
 	if k.info.Status(f.now()) == keys.StatusRevoked {
 		return keystore.Info{}, fmt.Errorf("disabling key %s: %w", keyID, keystore.ErrRevoked)
 	}
-	k.disabled = disabled
+	if disabled && k.info.DisabledAt == nil {
+		at := f.now().UTC()
+		k.info.DisabledAt = &at
+	} else if !disabled {
+		k.info.DisabledAt = nil
+	}
 	return k.info, nil
 }
 
@@ -178,9 +182,6 @@ func (f *fakeKeys) Verify(ctx context.Context, key string) (keystore.Verificatio
 	for _, k := range f.keys {
 		if k.plaintext == key {
 			st := k.info.Status(f.now())
-			if st == keys.StatusValid && k.disabled {
-				st = keys.StatusDisabled
-			}
 			return keystore.Verification{Status: st, UserID: k.info.UserID, KeyID: k.info.ID}, nil
 		}
 	}
@@ -310,7 +311,7 @@ func TestKeysAPILifecycle(t *testing.T) {
 
 	rec = call(h, "POST", "/v1/keys/"+rotated.ID+"/disable", "", as("good"))
 	check(rec, 200, "disable")
-	if got := decode[KeyInfo](t, rec); got.ID != rotated.ID {
+	if got := decode[KeyInfo](t, rec); got.ID != rotated.ID || got.Status != keys.StatusDisabled || got.DisabledAt == nil {
 		t.Fatalf("disable answered %s", rec.Body)
 	}
 	if v := verify(rotated.Key); v.Valid || v.Status != keys.StatusDisabled || v.KeyID != rotated.ID {

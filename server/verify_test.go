@@ -28,7 +28,7 @@ func TestVerifyEndpoint(t *testing.T) {
 	f.mu.Lock()
 	f.keys[revoked.ID].info.RevokedAt = &past
 	f.keys[expired.ID].info.ExpiresAt = &past
-	f.keys[disabled.ID].disabled = true
+	f.keys[disabled.ID].info.DisabledAt = &past
 	f.keys[scheduled.ID].info.RevokedAt = &future
 	f.mu.Unlock()
 	wrongSecret := valid.Key[:len(valid.Key)-6] + "AAAAAA"
