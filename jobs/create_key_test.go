@@ -462,8 +462,9 @@ func TestSnoozesAreCapped(t *testing.T) {
 }
 
 // TestEmailNoticeCarriesTheKeyButNotTheSecret: the email goes to the address
-// the users table holds when the notice is sent, and names the key id, last
-// 4 and pick-up link, never the key.
+// the users table holds when the notice is sent, and names the key id and
+// last 4, never the key; without a pick-up page it says how to pick the key
+// up and does not link the POST-only reveal endpoint.
 func TestEmailNoticeCarriesTheKeyButNotTheSecret(t *testing.T) {
 	t.Parallel()
 	mail := newSMTPServer(t)
@@ -485,10 +486,13 @@ func TestEmailNoticeCarriesTheKeyButNotTheSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := decodedMail(t, msgs[0].data)
-	for _, want := range []string{r.KeyID, r.Last4, revealURL} {
+	for _, want := range []string{r.KeyID, r.Last4, "To pick it up, sign in to the"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("email lacks %q", want)
 		}
+	}
+	if strings.Contains(text, revealURL) {
+		t.Error("the email links the POST-only reveal endpoint")
 	}
 	secret := secretOf(t, r.Plaintext())
 	for _, s := range []string{r.Plaintext(), secret, secret[:20], secret[20:]} {
