@@ -525,6 +525,11 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{func(c *jobs.Config) { c.EmailColumn = "E-mail" }, "EmailColumn"},
 		{func(c *jobs.Config) { c.Table.Name = "Users" }, "Table"},
 		{func(c *jobs.Config) { c.KeyTTL = time.Second }, "KeyTTL must be 0 (keys do not expire) or at least 1m, got 1s"},
+		{func(c *jobs.Config) { c.PickupURL = "https://app.example.com/pickup" }, "PickupURL must contain {key_id}"},
+		{func(c *jobs.Config) { c.PickupURL = "ftp://app.example.com/{key_id}" }, "PickupURL must be an absolute http or https URL"},
+		{func(c *jobs.Config) { c.PickupURL = "/keys/{key_id}" }, "PickupURL must be an absolute http or https URL"},
+		{func(c *jobs.Config) { c.LifecycleInterval = time.Millisecond }, "LifecycleInterval must be between 1s and 24h0m0s, got 1ms"},
+		{func(c *jobs.Config) { c.ExpiringNoticeBefore = time.Second }, "ExpiringNoticeBefore must be negative (no expiring notices) or between 1m and 8760h0m0s, got 1s"},
 	} {
 		cfg := jobs.Config{Store: f.store, RevealURL: revealURL}
 		c.edit(&cfg)
