@@ -33,16 +33,22 @@ const eventTimeout = 10 * time.Second
 // others.
 const sinkTripAfter = 8
 
-// deliverNoticesWorker sends the notices of a batch of keys: each key to
-// every sender, at most Config.NoticeConcurrency sends at a time. The keys,
-// their users (email, deleted) and the sinks already done with each key are
-// read in one query; the outcomes are written in one statement: 'notified'
-// or 'notify_discarded' with the sink, 'notify_failed' with the sink, error,
-// try and retry delay, 'skipped' with the reason for a key that is gone,
-// revoked or expired, or whose user is. A sink with a 'notified' or
-// 'notify_discarded' event for a key is never sent that key again, so a
-// retry sends only what has not been delivered. The webhook-id of a key's
-// notice is "notice_<key id>" on every try.
+// deliverNoticesWorker sends the notices of one event type (the args' Type,
+// api_key.created when empty) for a batch of keys: each key to every
+// sender, at most Config.NoticeConcurrency sends at a time. The keys, their
+// users (email, deleted) and the sinks already done with each key for that
+// type are read in one query; the outcomes are written in one statement:
+// 'notified' or 'notify_discarded' with the sink and type, 'notify_failed'
+// with the sink, type, error, try and retry delay, 'skipped' with the type
+// and the reason for a key that is gone, or whose user is, or whose state
+// rules the notice out (noticeSkipReason: created and expiring need the key
+// valid, expiring also enabled; expired needs it not revoked; rotated,
+// revoked and disabled go out whatever the state). A sink with a 'notified'
+// or 'notify_discarded' event of the type for a key (an event without a
+// type is a created notice's, as earlier versions wrote them) is never sent
+// that notice again, so a retry sends only what has not been delivered.
+// The webhook-id of a key's notice is notify.EventID(type, key id) on every
+// try: "notice_<key id>" for created.
 //
 // Retries: when some sends failed with a *notify.RetryableError carrying a
 // RetryAfter, the job snoozes for the longest one; other temporary failures

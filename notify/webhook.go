@@ -19,9 +19,8 @@ import (
 )
 
 const (
-	// WebhookEventType is the "type" of a created notice's payload.
-	//
-	// Deprecated: payloads carry their Notice's Type; use EventCreated.
+	// WebhookEventType is the "type" of a created notice's payload, as in
+	// earlier versions: EventCreated. Payloads carry their Notice's Type.
 	WebhookEventType = EventCreated
 
 	// DefaultWebhookTimeout is WebhookConfig.Timeout's default.
