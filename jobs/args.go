@@ -16,6 +16,9 @@ const (
 	KindDeliverNotices = "keyworker.deliver_notices"
 	KindReconcile      = "keyworker.reconcile"
 	KindPurgeReveals   = "keyworker.purge_reveals"
+	// KindLifecycleNotices enqueues the api_key.expiring and
+	// api_key.expired notices that are due.
+	KindLifecycleNotices = "keyworker.lifecycle_notices"
 
 	// KindCreateKey and KindDeliverNotice are the per-user and per-key jobs
 	// of keyworker before batching. Nothing enqueues them any more; their
@@ -31,7 +34,8 @@ const (
 	QueueKeys = "keyworker_keys"
 	// QueueNotices runs DeliverNotices jobs.
 	QueueNotices = "keyworker_notices"
-	// QueueMaintenance runs Reconcile and PurgeReveals jobs.
+	// QueueMaintenance runs Reconcile, PurgeReveals and LifecycleNotices
+	// jobs.
 	QueueMaintenance = "keyworker_maintenance"
 )
 
@@ -56,13 +60,19 @@ func (CreateKeysArgs) Kind() string { return KindCreateKeys }
 // InsertOpts puts the job in QueueKeys.
 func (CreateKeysArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueKeys} }
 
-// DeliverNoticesArgs asks for the notices of a batch of new keys to be sent
-// to every sender. Its JSON holds only key ids (public). The job that made
-// the keys inserts it in the same transaction, so each key is in one such
-// job; per-sink events in key_events keep a retry from sending twice.
+// DeliverNoticesArgs asks for the notices of one event type for a batch of
+// keys to be sent to every sender. Its JSON holds only key ids (public) and
+// the type. The transaction that makes the keys (signup keys) or records
+// the event in key_notices (EnqueueNoticeTx, the lifecycle scan) inserts
+// it, so each key is in one such job per event; per-sink events in
+// key_events keep a retry from sending twice.
 type DeliverNoticesArgs struct {
 	// KeyIDs are the keys' KSUIDs.
 	KeyIDs []string `json:"key_ids"`
+	// Type is the event, one of notify's Event constants. Empty means
+	// notify.EventCreated: jobs of earlier versions, and the signup
+	// batches', which leave it out.
+	Type string `json:"type,omitempty"`
 }
 
 // Kind returns KindDeliverNotices.
@@ -141,6 +151,21 @@ func (ReconcileArgs) Kind() string { return KindReconcile }
 // second one finds only what the first has not enqueued yet.
 func (ReconcileArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueMaintenance, MaxAttempts: 5}
+}
+
+// LifecycleNoticesArgs asks for the api_key.expiring and api_key.expired
+// notices that are due to be enqueued (see Config.ExpiringNoticeBefore).
+type LifecycleNoticesArgs struct{}
+
+// Kind returns KindLifecycleNotices.
+func (LifecycleNoticesArgs) Kind() string { return KindLifecycleNotices }
+
+// InsertOpts puts the job in QueueMaintenance, one at a time: a scan is not
+// inserted while another waits or runs (two at once would still send each
+// notice once: key_notices decides).
+func (LifecycleNoticesArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueMaintenance, MaxAttempts: 5,
+		UniqueOpts: river.UniqueOpts{ByState: createKeyUniqueStates}}
 }
 
 // PurgeRevealsArgs asks for sealed secrets past their pick-up window to be

@@ -38,6 +38,7 @@ const rescueGrace = 15 * time.Second
 // concurrent use.
 type Client struct {
 	*Enqueuer
+	d      *deps
 	rc     *river.Client[pgx.Tx]
 	pool   *pgxpool.Pool
 	cfg    Config
@@ -54,8 +55,9 @@ var (
 // kinds and the per-user and per-key kinds of older versions), and the
 // periodic Reconcile (every ReconcileInterval, the first one interval after
 // this process becomes leader, so that it does not duplicate the listener's
-// catch-up) and PurgeReveals (every PurgeInterval, and once when it becomes
-// leader) jobs, which River runs on the leader only. Nothing runs until
+// catch-up), PurgeReveals (every PurgeInterval, and once when it becomes
+// leader) and LifecycleNotices (every LifecycleInterval, and once when it
+// becomes leader) jobs, which River runs on the leader only. Nothing runs until
 // Start.
 //
 // pool must be a direct connection (River uses LISTEN/NOTIFY). Errors name
@@ -79,6 +81,7 @@ func NewClient(pool *pgxpool.Pool, cfg Config) (*Client, error) {
 	river.AddWorker(workers, &deliverNoticeWorker{d: d})
 	river.AddWorker(workers, &reconcileWorker{d: d})
 	river.AddWorker(workers, &purgeRevealsWorker{d: d})
+	river.AddWorker(workers, &lifecycleNoticesWorker{d: d})
 
 	retention := cfg.CompletedJobRetention
 	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
@@ -105,6 +108,7 @@ func NewClient(pool *pgxpool.Pool, cfg Config) (*Client, error) {
 	}
 	return &Client{
 		Enqueuer: newEnqueuer(rc, cfg.CreateKeyMaxAttempts, cfg.Schema),
+		d:        d,
 		rc:       rc,
 		pool:     pool,
 		cfg:      cfg,
@@ -120,6 +124,9 @@ func periodicJobs(cfg Config) []*river.PeriodicJob {
 		river.NewPeriodicJob(river.PeriodicInterval(cfg.PurgeInterval),
 			func() (river.JobArgs, *river.InsertOpts) { return PurgeRevealsArgs{}, nil },
 			&river.PeriodicJobOpts{ID: KindPurgeReveals, RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(cfg.LifecycleInterval),
+			func() (river.JobArgs, *river.InsertOpts) { return LifecycleNoticesArgs{}, nil },
+			&river.PeriodicJobOpts{ID: KindLifecycleNotices, RunOnStart: true}),
 	}
 }
 
@@ -372,19 +379,26 @@ type deps struct {
 	noticeInserter *river.Client[pgx.Tx]
 	qNoticeKeys    string // the keys, users and done sinks of a notice batch
 	qInsertEvents  string // many key_events rows
+	// qEnqueueNotices records events in key_notices (EnqueueNoticeTx);
+	// qExpiring and qExpired are the lifecycle scan's.
+	qEnqueueNotices, qExpiring, qExpired string
 }
 
 func newDeps(pool *pgxpool.Pool, cfg Config, logger *slog.Logger, noticeInserter *river.Client[pgx.Tx]) *deps {
 	noticeOpts := DeliverNoticesArgs{}.InsertOpts()
 	noticeOpts.MaxAttempts = cfg.NoticeMaxAttempts
 	qKeys, qEvents := noticeQueries(cfg.Schema, cfg.Table, cfg.EmailColumn)
+	qEnqueue, qExpiring, qExpired := lifecycleQueries(cfg.Schema)
 	return &deps{
-		cfg:            cfg,
-		pool:           pool,
-		logger:         logger,
-		noticeOpts:     noticeOpts,
-		noticeInserter: noticeInserter,
-		qNoticeKeys:    qKeys,
-		qInsertEvents:  qEvents,
+		qEnqueueNotices: qEnqueue,
+		qExpiring:       qExpiring,
+		qExpired:        qExpired,
+		cfg:             cfg,
+		pool:            pool,
+		logger:          logger,
+		noticeOpts:      noticeOpts,
+		noticeInserter:  noticeInserter,
+		qNoticeKeys:     qKeys,
+		qInsertEvents:   qEvents,
 	}
 }

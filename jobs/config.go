@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -52,6 +53,22 @@ const (
 	DefaultReconcileInterval = 5 * time.Minute
 	// DefaultPurgeInterval is Config.PurgeInterval's default.
 	DefaultPurgeInterval = time.Hour
+	// DefaultLifecycleInterval is Config.LifecycleInterval's default.
+	DefaultLifecycleInterval = time.Minute
+	// DefaultExpiringNoticeBefore is Config.ExpiringNoticeBefore's default.
+	DefaultExpiringNoticeBefore = 72 * time.Hour
+	// MaxExpiringNoticeBefore is the longest Config.ExpiringNoticeBefore.
+	MaxExpiringNoticeBefore = 365 * 24 * time.Hour
+	// ExpiredNoticeWindow bounds api_key.expired notices: a key that expired
+	// longer ago than this (while the workers were stopped, say) gets none,
+	// and neither does one that expired before migration 007 was applied.
+	ExpiredNoticeWindow = 7 * 24 * time.Hour
+	// LifecycleBatchSize is how many notices of one type the lifecycle scan
+	// enqueues per statement and transaction, as one DeliverNotices job; it
+	// loops until none are left.
+	LifecycleBatchSize = 1000
+	// PickupURLKeyID is what Config.PickupURL holds where the key's id goes.
+	PickupURLKeyID = "{key_id}"
 	// MaxBatchUsers is the most users one CreateKeys job holds: a listener
 	// hand-off or a reconcile page of more becomes several jobs.
 	MaxBatchUsers = 1000
@@ -80,13 +97,45 @@ type Config struct {
 	// Store makes and reads keys. Required.
 	Store *keystore.Store
 
-	// Senders deliver the notice that a key waits to be picked up, each
-	// once per key. Names must differ. Defaults to none: no notice is sent.
+	// Senders deliver the notices (a key made and waiting to be picked up,
+	// rotated, revoked, disabled, expiring, expired), each once per key and
+	// event. Names must differ. Defaults to none: no notice is sent.
 	Senders []notify.Sender
 
 	// RevealURL is the public URL of POST /v1/keys/reveal, put into every
-	// notice. Required when there are Senders; http or https.
+	// notice for backends (webhook payloads carry it as reveal_url); emails
+	// never link it, since it takes POST only. Required when there are
+	// Senders; http or https.
 	RevealURL string
+
+	// PickupURL is the application's own page where a user picks a signup
+	// key up, as a URL template: PickupURLKeyID ("{key_id}") is replaced by
+	// the key's id, path-escaped, e.g.
+	// "https://app.example.com/keys/{key_id}/pickup". Created notices link
+	// it ("pick it up here, once") and webhook payloads carry it as
+	// pickup_url. Empty (the default): notices link no page and tell the
+	// user to sign in to the application to pick the key up. When set it
+	// must be an absolute http or https URL containing {key_id}.
+	PickupURL string
+
+	// LifecycleInterval is how often the leader enqueues the
+	// api_key.expiring and api_key.expired notices that are due (once when
+	// it becomes leader, then every interval), between 1s and 24h. An
+	// expired notice goes out within about one interval of the expiry.
+	// Defaults to DefaultLifecycleInterval (1m).
+	LifecycleInterval time.Duration
+
+	// ExpiringNoticeBefore is how long before a key expires its
+	// api_key.expiring notice is sent: keys that are neither revoked (nor
+	// scheduled to be before they expire) nor disabled, and that existed
+	// before their expiry came this close (a key made with a shorter
+	// lifetime gets no "expires soon" notice: its owner chose it). A
+	// negative value sends no expiring notices; otherwise between 1m and
+	// MaxExpiringNoticeBefore (365 days). Defaults to
+	// DefaultExpiringNoticeBefore (72h). api_key.expired notices are sent
+	// whatever this says, for keys that expired after migration 007 and
+	// within ExpiredNoticeWindow, unless revoked.
+	ExpiringNoticeBefore time.Duration
 
 	// EmailColumn is the users table's email column, read when a notice is
 	// sent (never stored in a job). Defaults to DefaultEmailColumn
@@ -183,6 +232,8 @@ func (c Config) withDefaults() Config {
 	c.CompletedJobRetention = orDefault(c.CompletedJobRetention, DefaultCompletedJobRetention)
 	c.ReconcileInterval = orDefault(c.ReconcileInterval, DefaultReconcileInterval)
 	c.PurgeInterval = orDefault(c.PurgeInterval, DefaultPurgeInterval)
+	c.LifecycleInterval = orDefault(c.LifecycleInterval, DefaultLifecycleInterval)
+	c.ExpiringNoticeBefore = orDefault(c.ExpiringNoticeBefore, DefaultExpiringNoticeBefore)
 	c.FetchCooldown = orDefault(c.FetchCooldown, DefaultFetchCooldown)
 	c.FetchPollInterval = orDefault(c.FetchPollInterval, max(DefaultFetchPollInterval, c.FetchCooldown))
 	if c.RetryPolicy == nil {
@@ -234,6 +285,9 @@ func (c Config) validate() error {
 			return fmt.Errorf("RevealURL must be the absolute http or https URL of POST /v1/keys/reveal when there are Senders, got %q", c.RevealURL)
 		}
 	}
+	if err := validatePickupURL(c.PickupURL); err != nil {
+		return err
+	}
 	if c.EmailColumn != "" && !identRe.MatchString(c.EmailColumn) {
 		return fmt.Errorf("EmailColumn %q is invalid: use a lowercase SQL identifier, or \"-\" if the users table has none", c.EmailColumn)
 	}
@@ -268,10 +322,38 @@ func (c Config) validate() error {
 	if err := between("PurgeInterval", c.PurgeInterval, time.Second, 24*time.Hour); err != nil {
 		return err
 	}
+	if err := between("LifecycleInterval", c.LifecycleInterval, time.Second, 24*time.Hour); err != nil {
+		return err
+	}
+	if c.ExpiringNoticeBefore >= 0 && (c.ExpiringNoticeBefore < time.Minute || c.ExpiringNoticeBefore > MaxExpiringNoticeBefore) {
+		return fmt.Errorf("ExpiringNoticeBefore must be negative (no expiring notices) or between 1m and %s, got %s", MaxExpiringNoticeBefore, c.ExpiringNoticeBefore)
+	}
 	if c.FetchPollInterval < 0 || c.FetchCooldown < 0 {
 		return fmt.Errorf("FetchPollInterval and FetchCooldown must not be negative, got %s and %s", c.FetchPollInterval, c.FetchCooldown)
 	}
 	return nil
+}
+
+// validatePickupURL checks Config.PickupURL: empty, or an absolute http or
+// https URL with {key_id} in it.
+func validatePickupURL(tmpl string) error {
+	if tmpl == "" {
+		return nil
+	}
+	const example = "https://app.example.com/keys/{key_id}/pickup"
+	if !strings.Contains(tmpl, PickupURLKeyID) {
+		return fmt.Errorf("PickupURL must contain %s where the key's id goes, e.g. %q, got %q", PickupURLKeyID, example, tmpl)
+	}
+	u, err := url.Parse(pickupURL(tmpl, "2zVexamplekeyidexamplekeyid"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("PickupURL must be an absolute http or https URL, e.g. %q, got %q", example, tmpl)
+	}
+	return nil
+}
+
+// pickupURL fills PickupURL's template in for keyID.
+func pickupURL(tmpl, keyID string) string {
+	return strings.ReplaceAll(tmpl, PickupURLKeyID, url.PathEscape(keyID))
 }
 
 func between(name string, d, lo, hi time.Duration) error {

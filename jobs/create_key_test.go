@@ -462,8 +462,9 @@ func TestSnoozesAreCapped(t *testing.T) {
 }
 
 // TestEmailNoticeCarriesTheKeyButNotTheSecret: the email goes to the address
-// the users table holds when the notice is sent, and names the key id, last
-// 4 and pick-up link, never the key.
+// the users table holds when the notice is sent, and names the key id and
+// last 4, never the key; without a pick-up page it says how to pick the key
+// up and does not link the POST-only reveal endpoint.
 func TestEmailNoticeCarriesTheKeyButNotTheSecret(t *testing.T) {
 	t.Parallel()
 	mail := newSMTPServer(t)
@@ -485,10 +486,13 @@ func TestEmailNoticeCarriesTheKeyButNotTheSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := decodedMail(t, msgs[0].data)
-	for _, want := range []string{r.KeyID, r.Last4, revealURL} {
+	for _, want := range []string{r.KeyID, r.Last4, "To pick it up, sign in to the"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("email lacks %q", want)
 		}
+	}
+	if strings.Contains(text, revealURL) {
+		t.Error("the email links the POST-only reveal endpoint")
 	}
 	secret := secretOf(t, r.Plaintext())
 	for _, s := range []string{r.Plaintext(), secret, secret[:20], secret[20:]} {
@@ -521,6 +525,11 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{func(c *jobs.Config) { c.EmailColumn = "E-mail" }, "EmailColumn"},
 		{func(c *jobs.Config) { c.Table.Name = "Users" }, "Table"},
 		{func(c *jobs.Config) { c.KeyTTL = time.Second }, "KeyTTL must be 0 (keys do not expire) or at least 1m, got 1s"},
+		{func(c *jobs.Config) { c.PickupURL = "https://app.example.com/pickup" }, "PickupURL must contain {key_id}"},
+		{func(c *jobs.Config) { c.PickupURL = "ftp://app.example.com/{key_id}" }, "PickupURL must be an absolute http or https URL"},
+		{func(c *jobs.Config) { c.PickupURL = "/keys/{key_id}" }, "PickupURL must be an absolute http or https URL"},
+		{func(c *jobs.Config) { c.LifecycleInterval = time.Millisecond }, "LifecycleInterval must be between 1s and 24h0m0s, got 1ms"},
+		{func(c *jobs.Config) { c.ExpiringNoticeBefore = time.Second }, "ExpiringNoticeBefore must be negative (no expiring notices) or between 1m and 8760h0m0s, got 1s"},
 	} {
 		cfg := jobs.Config{Store: f.store, RevealURL: revealURL}
 		c.edit(&cfg)

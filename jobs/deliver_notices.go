@@ -16,7 +16,6 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
 	"github.com/keyworker/keyworker/notify"
 	"github.com/keyworker/keyworker/users"
@@ -34,16 +33,22 @@ const eventTimeout = 10 * time.Second
 // others.
 const sinkTripAfter = 8
 
-// deliverNoticesWorker sends the notices of a batch of keys: each key to
-// every sender, at most Config.NoticeConcurrency sends at a time. The keys,
-// their users (email, deleted) and the sinks already done with each key are
-// read in one query; the outcomes are written in one statement: 'notified'
-// or 'notify_discarded' with the sink, 'notify_failed' with the sink, error,
-// try and retry delay, 'skipped' with the reason for a key that is gone,
-// revoked or expired, or whose user is. A sink with a 'notified' or
-// 'notify_discarded' event for a key is never sent that key again, so a
-// retry sends only what has not been delivered. The webhook-id of a key's
-// notice is "notice_<key id>" on every try.
+// deliverNoticesWorker sends the notices of one event type (the args' Type,
+// api_key.created when empty) for a batch of keys: each key to every
+// sender, at most Config.NoticeConcurrency sends at a time. The keys, their
+// users (email, deleted) and the sinks already done with each key for that
+// type are read in one query; the outcomes are written in one statement:
+// 'notified' or 'notify_discarded' with the sink and type, 'notify_failed'
+// with the sink, type, error, try and retry delay, 'skipped' with the type
+// and the reason for a key that is gone, or whose user is, or whose state
+// rules the notice out (noticeSkipReason: created and expiring need the key
+// valid, expiring also enabled; expired needs it not revoked; rotated,
+// revoked and disabled go out whatever the state). A sink with a 'notified'
+// or 'notify_discarded' event of the type for a key (an event without a
+// type is a created notice's, as earlier versions wrote them) is never sent
+// that notice again, so a retry sends only what has not been delivered.
+// The webhook-id of a key's notice is notify.EventID(type, key id) on every
+// try: "notice_<key id>" for created.
 //
 // Retries: when some sends failed with a *notify.RetryableError carrying a
 // RetryAfter, the job snoozes for the longest one; other temporary failures
@@ -62,7 +67,7 @@ type deliverNoticesWorker struct {
 }
 
 func (w *deliverNoticesWorker) Work(ctx context.Context, job *river.Job[DeliverNoticesArgs]) error {
-	out, err := w.d.deliverNotices(ctx, job.JobRow, job.Args.KeyIDs)
+	out, err := w.d.deliverNotices(ctx, job.JobRow, job.Args.Type, job.Args.KeyIDs)
 	if err != nil {
 		return err
 	}
@@ -80,13 +85,14 @@ type deliverNoticeWorker struct {
 }
 
 func (w *deliverNoticeWorker) Work(ctx context.Context, job *river.Job[DeliverNoticeArgs]) error {
-	_, err := w.d.deliverNotices(ctx, job.JobRow, []string{job.Args.KeyID})
+	_, err := w.d.deliverNotices(ctx, job.JobRow, notify.EventCreated, []string{job.Args.KeyID})
 	return err
 }
 
 // noticesOutput is a DeliverNotices job's recorded output.
 type noticesOutput struct {
-	Keys int `json:"keys"`
+	Type string `json:"type"`
+	Keys int    `json:"keys"`
 	// Sent counts deliveries by sink in this attempt.
 	Sent map[string]int `json:"sent,omitempty"`
 	// AlreadyDone counts (key, sink) pairs done by an earlier attempt.
@@ -99,14 +105,16 @@ type noticesOutput struct {
 
 // noticeKey is one key of a notice batch as the database has it.
 type noticeKey struct {
-	id, userID, prefix, last4 string
-	exists, userExists        bool
-	createdAt                 time.Time
-	expiresAt, revokedAt      *time.Time
-	revealExpiresAt           *time.Time
-	email                     *string
-	deleted                   bool
-	done                      []string
+	id, userID, prefix, last4, source string
+	exists, userExists                bool
+	createdAt                         time.Time
+	expiresAt, revokedAt, disabledAt  *time.Time
+	revealExpiresAt                   *time.Time
+	rotatedTo                         *string    // the replacing key, for rotated notices
+	queuedAt                          *time.Time // key_notices' time, for notices other than created
+	email                             *string
+	deleted                           bool
+	done                              []string
 }
 
 // sendResult is one (key, sink) send.
@@ -122,17 +130,23 @@ type noticeEvent struct {
 	detail              map[string]any
 }
 
-func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs []string) (noticesOutput, error) {
-	out := noticesOutput{Keys: len(keyIDs)}
+func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, typ string, keyIDs []string) (noticesOutput, error) {
+	if typ == "" {
+		typ = notify.EventCreated
+	}
+	out := noticesOutput{Type: typ, Keys: len(keyIDs)}
+	if !notify.KnownEventType(typ) {
+		return out, river.JobCancel(fmt.Errorf("notice type %q is unknown (want one of %s)", truncate(typ, 40), strings.Join(notify.EventTypes(), ", ")))
+	}
 	audit := keystore.Audit{JobID: job.ID, Attempt: job.Attempt, Actor: keystore.ActorWorker}
-	log := d.logger.With("job_id", job.ID, "attempt", job.Attempt)
+	log := d.logger.With("job_id", job.ID, "attempt", job.Attempt, "type", typ)
 	var events []noticeEvent
 	skip := func(keyID, userID, reason string) {
 		if out.Skipped == nil {
 			out.Skipped = map[string]string{}
 		}
 		out.Skipped[keyID] = reason
-		ev := noticeEvent{"skipped", keyID, userID, map[string]any{"reason": reason, "job": job.Kind}}
+		ev := noticeEvent{"skipped", keyID, userID, map[string]any{"reason": reason, "job": job.Kind, "type": typ}}
 		if reason == "malformed_key_id" {
 			ev.keyID, ev.detail["key_id_given"] = "", keyID
 		}
@@ -154,7 +168,7 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 		}
 		return out, d.writeNoticeEvents(ctx, audit, events)
 	}
-	batch, err := d.loadNoticeKeys(ctx, ids)
+	batch, err := d.loadNoticeKeys(ctx, typ, ids)
 	if err != nil {
 		return out, err
 	}
@@ -178,9 +192,8 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 			skip(k.id, k.userID, ReasonUserDeleted)
 			continue
 		}
-		info := keystore.Info{RevokedAt: k.revokedAt, ExpiresAt: k.expiresAt}
-		if st := info.Status(now); st != keys.StatusValid {
-			skip(k.id, k.userID, "key_"+st.String())
+		if reason := noticeSkipReason(typ, k, now); reason != "" {
+			skip(k.id, k.userID, reason)
 			continue
 		}
 		for _, s := range d.cfg.Senders {
@@ -231,13 +244,13 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 			switch {
 			case r.err == nil:
 				run.Store(0)
-				rec.add(noticeEvent{"notified", r.key.id, r.key.userID, map[string]any{"sink": r.sink, "try": try}})
+				rec.add(noticeEvent{"notified", r.key.id, r.key.userID, map[string]any{"sink": r.sink, "type": typ, "try": try}})
 			case errors.As(r.err, &perm):
-				rec.add(noticeEvent{"notify_discarded", r.key.id, r.key.userID, map[string]any{"sink": r.sink, "reason": r.err.Error(), "try": try}})
+				rec.add(noticeEvent{"notify_discarded", r.key.id, r.key.userID, map[string]any{"sink": r.sink, "type": typ, "reason": r.err.Error(), "try": try}})
 			default:
 				run.Add(1)
 			}
-		}(&results[i], d.notice(t.key), t.sender)
+		}(&results[i], d.notice(typ, t.key), t.sender)
 	}
 	wg.Wait()
 	stopFlush()
@@ -265,7 +278,7 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 			if final {
 				noteDiscard(&out, r, r.err.Error())
 				events = append(events, noticeEvent{"notify_discarded", r.key.id, r.key.userID, map[string]any{
-					"sink": r.sink, "reason": fmt.Sprintf("gave up after %d tries", try), "error": r.err.Error(), "try": try,
+					"sink": r.sink, "type": typ, "reason": fmt.Sprintf("gave up after %d tries", try), "error": r.err.Error(), "try": try,
 				}})
 				continue
 			}
@@ -283,7 +296,7 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 			continue
 		}
 		events = append(events, noticeEvent{"notify_failed", r.key.id, r.key.userID, map[string]any{
-			"sink": r.sink, "error": r.err.Error(), "attempt": try, "retry_in": retryIn.String(),
+			"sink": r.sink, "type": typ, "error": r.err.Error(), "attempt": try, "retry_in": retryIn.String(),
 		}})
 	}
 	rec.add(events...)
@@ -296,15 +309,15 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, keyIDs
 		var perm *notify.PermanentError
 		switch {
 		case r.err == nil:
-			d.emit(Event{Kind: EventNoticeSent, KeyID: r.key.id, UserID: r.key.userID, Sink: r.sink})
+			d.emit(Event{Kind: EventNoticeSent, KeyID: r.key.id, UserID: r.key.userID, Sink: r.sink, Type: typ})
 		case errors.As(r.err, &perm) || final:
-			d.emit(Event{Kind: EventNoticeDiscarded, KeyID: r.key.id, UserID: r.key.userID, Sink: r.sink, Reason: r.err.Error()})
+			d.emit(Event{Kind: EventNoticeDiscarded, KeyID: r.key.id, UserID: r.key.userID, Sink: r.sink, Type: typ, Reason: r.err.Error()})
 		}
 	}
 	for _, r := range results {
 		var perm *notify.PermanentError
 		if r.err != nil && !errors.As(r.err, &perm) && !final {
-			d.emit(Event{Kind: EventNoticeFailed, KeyID: r.key.id, UserID: r.key.userID, Sink: r.sink, Reason: r.err.Error()})
+			d.emit(Event{Kind: EventNoticeFailed, KeyID: r.key.id, UserID: r.key.userID, Sink: r.sink, Type: typ, Reason: r.err.Error()})
 		}
 	}
 
@@ -414,43 +427,114 @@ func (r *outcomeRecorder) flushFinal(ctx context.Context) error {
 	return err
 }
 
-// notice builds the Notice of one key.
-func (d *deps) notice(k *noticeKey) notify.Notice {
-	revealExpiresAt := k.createdAt.Add(d.cfg.Store.RevealTTL())
-	if k.revealExpiresAt != nil {
-		revealExpiresAt = k.revealExpiresAt.UTC()
+// Reasons a notice is not sent, besides the user's and the key's absence.
+const (
+	reasonKeyRevoked    = "key_revoked"
+	reasonKeyExpired    = "key_expired"
+	reasonKeyDisabled   = "key_disabled"
+	reasonKeyNotExpired = "key_not_expired"
+)
+
+// noticeSkipReason says why key k gets no notice of type typ at now, or ""
+// when it gets one: created and expiring notices need the key valid
+// (expiring also enabled), expired needs it not revoked (and expired);
+// rotated, revoked and disabled notices go out whatever the key's state.
+func noticeSkipReason(typ string, k *noticeKey, now time.Time) string {
+	revoked := k.revokedAt != nil && !now.Before(*k.revokedAt)
+	expired := k.expiresAt != nil && !now.Before(*k.expiresAt)
+	switch typ {
+	case notify.EventCreated, notify.EventExpiring:
+		switch {
+		case revoked:
+			return reasonKeyRevoked
+		case expired:
+			return reasonKeyExpired
+		case typ == notify.EventExpiring && k.disabledAt != nil:
+			return reasonKeyDisabled
+		}
+	case notify.EventExpired:
+		switch {
+		case revoked:
+			return reasonKeyRevoked
+		case !expired:
+			return reasonKeyNotExpired
+		}
 	}
-	// Picked up already, or purged: the notice still says a key was made,
-	// with the window it had.
+	return ""
+}
+
+// notice builds the Notice of type typ of one key.
+func (d *deps) notice(typ string, k *noticeKey) notify.Notice {
 	n := notify.Notice{
-		EventID:         "notice_" + k.id,
-		KeyID:           k.id,
-		UserID:          k.userID,
-		Prefix:          k.prefix,
-		Last4:           k.last4,
-		CreatedAt:       k.createdAt.UTC(),
-		ExpiresAt:       utcPtr(k.expiresAt),
-		RevealURL:       d.cfg.RevealURL,
-		RevealExpiresAt: revealExpiresAt,
+		Type:       typ,
+		EventID:    notify.EventID(typ, k.id),
+		KeyID:      k.id,
+		UserID:     k.userID,
+		Prefix:     k.prefix,
+		Last4:      k.last4,
+		CreatedAt:  k.createdAt.UTC(),
+		ExpiresAt:  utcPtr(k.expiresAt),
+		RevokedAt:  utcPtr(k.revokedAt),
+		DisabledAt: utcPtr(k.disabledAt),
+		RevealURL:  d.cfg.RevealURL,
 	}
 	if k.email != nil {
 		n.Email = *k.email
+	}
+	// OccurredAt is the payload's timestamp: it must not change between
+	// retries, so it comes from the database, never from the clock.
+	switch typ {
+	case notify.EventCreated:
+		n.OccurredAt = n.CreatedAt
+		// A signup key waits to be picked up; picked up already, or purged,
+		// the notice still says so, with the window it had. A key made
+		// another way had its plaintext shown when it was made.
+		switch {
+		case k.revealExpiresAt != nil:
+			n.RevealExpiresAt = k.revealExpiresAt.UTC()
+		case k.source == keystore.SourceSignup:
+			n.RevealExpiresAt = k.createdAt.Add(d.cfg.Store.RevealTTL()).UTC()
+		}
+		if !n.RevealExpiresAt.IsZero() && d.cfg.PickupURL != "" {
+			n.PickupURL = pickupURL(d.cfg.PickupURL, k.id)
+		}
+	case notify.EventExpired:
+		if k.expiresAt != nil {
+			n.OccurredAt = k.expiresAt.UTC()
+		}
+	}
+	if n.OccurredAt.IsZero() {
+		// The time of the event's key_notices row; a job inserted without
+		// one falls back on the key's own times.
+		switch {
+		case k.queuedAt != nil:
+			n.OccurredAt = k.queuedAt.UTC()
+		case typ == notify.EventRevoked && k.revokedAt != nil:
+			n.OccurredAt = k.revokedAt.UTC()
+		case typ == notify.EventDisabled && k.disabledAt != nil:
+			n.OccurredAt = k.disabledAt.UTC()
+		default:
+			n.OccurredAt = n.CreatedAt
+		}
+	}
+	if typ == notify.EventRotated && k.rotatedTo != nil {
+		n.RotatedTo = *k.rotatedTo
 	}
 	return n
 }
 
 // loadNoticeKeys reads the keys of a batch, their users and the sinks done
-// with each, in the order given.
-func (d *deps) loadNoticeKeys(ctx context.Context, ids []string) ([]*noticeKey, error) {
-	rows, err := d.pool.Query(ctx, d.qNoticeKeys, ids)
+// with each for notices of type typ, in the order given.
+func (d *deps) loadNoticeKeys(ctx context.Context, typ string, ids []string) ([]*noticeKey, error) {
+	rows, err := d.pool.Query(ctx, d.qNoticeKeys, ids, typ)
 	if err != nil {
 		return nil, fmt.Errorf("reading the keys of %d notices: %w", len(ids), err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*noticeKey, error) {
 		var k noticeKey
 		var createdAt *time.Time
-		err := r.Scan(&k.id, &k.exists, &k.userID, &k.prefix, &k.last4, &createdAt, &k.expiresAt, &k.revokedAt,
-			&k.revealExpiresAt, &k.userExists, &k.email, &k.deleted, &k.done)
+		err := r.Scan(&k.id, &k.exists, &k.userID, &k.prefix, &k.last4, &k.source, &createdAt, &k.expiresAt, &k.revokedAt,
+			&k.disabledAt, &k.revealExpiresAt, &k.rotatedTo, &k.queuedAt, &k.userExists, &k.email, &k.deleted, &k.done)
 		if createdAt != nil {
 			k.createdAt = createdAt.UTC()
 		}
@@ -546,13 +630,25 @@ func noticeQueries(schema string, t users.Table, emailColumn string) (keysQ, eve
 	if t.DeletedAt() != "" {
 		deleted = "coalesce(u." + users.Col(t.DeletedAt()) + " IS NOT NULL, false)"
 	}
+	// $2 is the notice type. The done sinks are those with a 'notified' or
+	// 'notify_discarded' event of that type (an event without a type is of
+	// a created notice, as earlier versions wrote them). The replacing key
+	// and the key_notices time are looked up only for the types that use
+	// them (CASE evaluates its subqueries lazily), so signup batches'
+	// created notices cost what they did.
 	keysQ = strings.NewReplacer("{s}", s, "{users}", t.Ident(), "{uid}", users.Col(t.IDColumn),
-		"{email}", email, "{deleted}", deleted).Replace(`
+		"{email}", email, "{deleted}", deleted, "{created}", notify.EventCreated, "{rotated}", notify.EventRotated).Replace(`
 		SELECT x.id, k.id IS NOT NULL, coalesce(k.user_id::text, ''), coalesce(k.prefix, ''), coalesce(k.last4, ''),
-		       k.created_at, k.expires_at, k.revoked_at, r.expires_at,
+		       coalesce(k.source, ''), k.created_at, k.expires_at, k.revoked_at, k.disabled_at, r.expires_at,
+		       CASE WHEN $2 = '{rotated}' THEN (SELECT n.id FROM {s}.api_keys n
+		                                         WHERE n.user_id = k.user_id AND n.rotated_from = k.id
+		                                         ORDER BY n.id DESC LIMIT 1) END,
+		       CASE WHEN $2 <> '{created}' THEN (SELECT kn.queued_at FROM {s}.key_notices kn
+		                                          WHERE kn.key_id = x.id AND kn.type = $2) END,
 		       u.{uid} IS NOT NULL, {email}, {deleted},
 		       ARRAY(SELECT DISTINCT e.detail->>'sink' FROM {s}.key_events e
-		              WHERE e.key_id = x.id AND e.event IN ('notified', 'notify_discarded') AND e.detail ? 'sink')
+		              WHERE e.key_id = x.id AND e.event IN ('notified', 'notify_discarded') AND e.detail ? 'sink'
+		                AND coalesce(e.detail->>'type', '{created}') = $2)
 		  FROM unnest($1::text[]) WITH ORDINALITY AS x(id, n)
 		  LEFT JOIN {s}.api_keys k ON k.id = x.id
 		  LEFT JOIN {s}.key_reveals r ON r.key_id = k.id

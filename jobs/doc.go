@@ -19,8 +19,10 @@
 //     again (missingRechecks) before they are recorded missing. River's
 //     batched completer completes the job, with its output (user to key
 //     id, user to skip reason); a rerun after the commit makes nothing.
-//   - DeliverNoticesArgs{KeyIDs} ("keyworker.deliver_notices",
-//     keyworker_notices): send each key's notice to every sender,
+//   - DeliverNoticesArgs{KeyIDs, Type} ("keyworker.deliver_notices",
+//     keyworker_notices): send each key's notice of event Type
+//     (api_key.created when empty, as signup batches and earlier versions
+//     insert it) to every sender, unless the key's state rules it out,
 //     Config.NoticeConcurrency at a time, reading the users' emails at send
 //     time; each delivery is recorded within flushInterval of happening, so
 //     a retry (or a rerun after a crash) sends only what was not recorded.
@@ -34,6 +36,23 @@
 //     Replay (`worker replay`).
 //   - PurgeRevealsArgs ("keyworker.purge_reveals", keyworker_maintenance):
 //     delete sealed secrets past their pick-up window; periodic.
+//   - LifecycleNoticesArgs ("keyworker.lifecycle_notices",
+//     keyworker_maintenance): every Config.LifecycleInterval on the leader,
+//     enqueue the api_key.expiring notices (keys expiring within
+//     Config.ExpiringNoticeBefore) and api_key.expired notices (keys that
+//     expired after migration 007 and within ExpiredNoticeWindow) that are
+//     due, LifecycleBatchSize keys per transaction.
+//
+// # Lifecycle notices
+//
+// Client.EnqueueNoticeTx records an event (rotated, revoked, disabled, a key
+// created through the API) for some keys in key_notices, in the caller's
+// transaction, and inserts the DeliverNotices job of the keys it had not
+// been recorded for: one notice per key and event type, whatever is
+// retried. The lifecycle scan records its events the same way. Created
+// notices of signup keys link Config.PickupURL (the application's pick-up
+// page) when it is set; without it they tell the user to sign in to the
+// application, and never link the POST-only reveal endpoint.
 //
 // Job args hold ids only: never a key, a secret or an email address (River
 // stores args as JSON and its UI shows them).
@@ -45,7 +64,9 @@
 // records key_exists for a user who has a key, and makes no notice for it.
 // Batches insert in user id order, so two that share users wait for each
 // other instead of deadlocking. Per-sink 'notified' and 'notify_discarded'
-// events keep a notice from being sent again to a sink that took it.
+// events, per notice type, keep a notice from being sent again to a sink
+// that took it; key_notices keeps a lifecycle event from being enqueued
+// twice.
 //
 // # Retries and snoozes
 //

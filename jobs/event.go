@@ -31,6 +31,9 @@ type Event struct {
 	UserID string
 	// Sink is the sender's name, for notice events.
 	Sink string
+	// Type is the notice's event type (notify.EventCreated, ...), for
+	// notice events.
+	Type string
 	// Reason is why a key was skipped, or a sink's error.
 	Reason string
 	// Count and Enqueued are a reconcile's counts.

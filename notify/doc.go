@@ -1,6 +1,16 @@
-// Package notify tells a user that an API key was made for them and is
-// waiting to be picked up, once. A Notice carries the key's id, prefix, last
-// 4, times and pick-up link; it never carries the secret.
+// Package notify tells a user what happened to one of their API keys: it
+// was made for them (and waits to be picked up, once), rotated, revoked,
+// disabled, is about to expire or has expired. Notice.Type is one of the
+// Event constants (Standard Webhooks event types such as "api_key.created");
+// EventID gives each (type, key) notice a stable id. A Notice carries the
+// key's id, prefix, last 4, times and, for a created key, where to pick it
+// up; it never carries the secret.
+//
+// The pick-up link: the API's reveal endpoint (Notice.RevealURL) accepts
+// POST only, so emails never link it. They link Notice.PickupURL, the
+// application's own pick-up page, when there is one, and otherwise tell the
+// user to sign in to the application to pick the key up. Webhook payloads,
+// read by backends, carry reveal_url and, when set, pickup_url.
 //
 // Three senders implement Sender:
 //
@@ -10,7 +20,8 @@
 //     ("v1,<base64 HMAC-SHA256>"). VerifyWebhook checks such a request
 //     independently of the signing code, for receivers and tests.
 //   - Email (NewEmail, SMTPConfig) sends a multipart/alternative message,
-//     text and HTML from templates, over SMTP with implicit TLS, required
+//     text and HTML from templates (one per format, covering every event
+//     type; Subject gives the subject), over SMTP with implicit TLS, required
 //     STARTTLS, or (for loopback or explicitly trusted relays) plain SMTP,
 //     and AUTH PLAIN when the URL has credentials.
 //   - Log (NewLog) writes one log line per notice.

@@ -30,7 +30,8 @@ const (
 	// DefaultHelloName is SMTPConfig.HelloName's default.
 	DefaultHelloName = "localhost"
 
-	// EmailSubject is the subject of every notice email.
+	// EmailSubject is the subject of a created notice's email; Subject
+	// gives the others'.
 	EmailSubject = "Your API key is ready"
 
 	minSMTPTimeout = time.Millisecond
@@ -86,11 +87,14 @@ type SMTPConfig struct {
 	HelloName string
 
 	// TextTemplate is a text/template for the plain-text part, executed on
-	// the Notice. Defaults to the embedded templates/notice.txt.tmpl.
+	// the Notice of every event type (.Type says which; branch on it, e.g.
+	// {{if eq .Type "api_key.created"}}). Defaults to the embedded
+	// templates/notice.txt.tmpl.
 	TextTemplate string
 
 	// HTMLTemplate is an html/template for the HTML part, executed on the
-	// Notice. Defaults to the embedded templates/notice.html.tmpl.
+	// Notice of every event type, as TextTemplate. Defaults to the embedded
+	// templates/notice.html.tmpl.
 	HTMLTemplate string
 }
 
@@ -297,14 +301,7 @@ func NewEmail(cfg SMTPConfig) (*Email, error) {
 		text:      text,
 		html:      html,
 	}
-	// A template naming a field Notice lacks fails only when executed: find
-	// out now rather than at the first signup.
-	sample := Notice{
-		EventID: "notice_sample", KeyID: "sample", UserID: "sample", Prefix: "sk", Last4: "abcd",
-		CreatedAt: time.Now(), ExpiresAt: new(time.Now()), RevealURL: "https://example.com/reveal",
-		RevealExpiresAt: time.Now(), Email: "user@example.com",
-	}
-	if _, _, err := e.render(sample); err != nil {
+	if err := e.tryTemplates(); err != nil {
 		return nil, fmt.Errorf("configuring email: %w", err)
 	}
 	return e, nil

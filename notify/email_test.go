@@ -288,7 +288,7 @@ func checkNoticeMessage(t *testing.T, got received, n notify.Notice) parsedMessa
 	}
 	p := parseMessage(t, got.data)
 	h := p.header
-	if s := h.Get("Subject"); s != notify.EmailSubject {
+	if s := h.Get("Subject"); s != notify.Subject(n.Type) {
 		t.Errorf("Subject = %q", s)
 	}
 	if from, err := h.AddressList("From"); err != nil || len(from) != 1 || from[0].Address != "keys@example.com" || from[0].Name != "Example Keys" {
@@ -310,10 +310,17 @@ func checkNoticeMessage(t *testing.T, got received, n notify.Notice) parsedMessa
 		if ct == "text/html" {
 			body = html.UnescapeString(body)
 		}
-		for _, want := range []string{n.KeyID, n.Last4, n.RevealURL} {
+		for _, want := range []string{n.KeyID, n.Last4} {
 			if !strings.Contains(body, want) {
 				t.Errorf("%s part does not contain %q:\n%s", ct, want, body)
 			}
+		}
+		if n.PickUp() && n.PickupURL != "" && !strings.Contains(body, n.PickupURL) {
+			t.Errorf("%s part does not contain the pick-up URL %q:\n%s", ct, n.PickupURL, body)
+		}
+		// The reveal endpoint takes POST only: a link to it cannot work.
+		if strings.Contains(body, n.RevealURL) {
+			t.Errorf("%s part links the POST-only reveal endpoint %q:\n%s", ct, n.RevealURL, body)
 		}
 	}
 	return p

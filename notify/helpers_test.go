@@ -37,7 +37,8 @@ func testNotice(t *testing.T) notify.Notice {
 		Last4:           "x9Qz",
 		CreatedAt:       created,
 		ExpiresAt:       &expires,
-		RevealURL:       "https://app.example.com/keys/reveal?key_id=" + keyID + "&from=email",
+		RevealURL:       "https://api.example.com/v1/keys/reveal",
+		PickupURL:       "https://app.example.com/keys/pickup?key_id=" + keyID + "&from=email",
 		RevealExpiresAt: created.Add(72 * time.Hour),
 		Email:           "ada@example.com",
 	}

@@ -7,8 +7,9 @@ import (
 )
 
 // Log "delivers" notices by logging them, one line each, at level Info with
-// component=notify, sink=log and the key's id, user id, prefix, last 4 and
-// pick-up link. It suits development and deployments where another system
+// component=notify, sink=log, the event type and the key's id, user id,
+// prefix and last 4 (and, for a created key waiting to be picked up, the
+// reveal endpoint and pick-up page). It suits development and deployments where another system
 // reads the logs. It never fails except for an invalid notice, and it is safe
 // for concurrent use.
 type Log struct {
@@ -34,14 +35,24 @@ func (l *Log) Send(ctx context.Context, n Notice) error {
 	if err := n.validate(); err != nil {
 		return permanent(fmt.Errorf("log: %w", err))
 	}
-	l.logger.LogAttrs(ctx, slog.LevelInfo, "api key notice",
+	n = n.normalized()
+	attrs := []slog.Attr{
+		slog.String("type", n.Type),
 		slog.String("event_id", n.EventID),
 		slog.String("key_id", n.KeyID),
 		slog.String("user_id", n.UserID),
 		slog.String("prefix", n.Prefix),
 		slog.String("last4", n.Last4),
-		slog.String("reveal_url", n.RevealURL),
-		slog.Time("reveal_expires_at", n.RevealExpiresAt),
-	)
+	}
+	if n.PickUp() {
+		attrs = append(attrs, slog.String("reveal_url", n.RevealURL), slog.Time("reveal_expires_at", n.RevealExpiresAt))
+		if n.PickupURL != "" {
+			attrs = append(attrs, slog.String("pickup_url", n.PickupURL))
+		}
+	}
+	if n.RotatedTo != "" {
+		attrs = append(attrs, slog.String("rotated_to", n.RotatedTo))
+	}
+	l.logger.LogAttrs(ctx, slog.LevelInfo, "api key notice", attrs...)
 	return nil
 }

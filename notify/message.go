@@ -14,8 +14,54 @@ import (
 	"time"
 )
 
-// render executes both templates on n.
+// Subject returns the subject of the email for event type eventType
+// (EmailSubject for EventCreated and an empty type):
+//
+//	api_key.created   Your API key is ready
+//	api_key.rotated   Your API key was rotated
+//	api_key.revoked   Your API key was revoked
+//	api_key.disabled  Your API key was disabled
+//	api_key.expiring  Your API key expires soon
+//	api_key.expired   Your API key has expired
+func Subject(eventType string) string {
+	switch eventType {
+	case EventRotated:
+		return "Your API key was rotated"
+	case EventRevoked:
+		return "Your API key was revoked"
+	case EventDisabled:
+		return "Your API key was disabled"
+	case EventExpiring:
+		return "Your API key expires soon"
+	case EventExpired:
+		return "Your API key has expired"
+	}
+	return EmailSubject
+}
+
+// tryTemplates executes both templates on a sample notice of every event
+// type: a template naming a field Notice lacks fails only when executed, so
+// find out when the sender is made rather than at the first notice.
+func (e *Email) tryTemplates() error {
+	now := time.Now()
+	for _, t := range EventTypes() {
+		sample := Notice{
+			Type: t, EventID: EventID(t, "sample"), KeyID: "sample", UserID: "sample", Prefix: "sk", Last4: "abcd",
+			CreatedAt: now, ExpiresAt: &now, RevokedAt: &now, DisabledAt: &now, RotatedTo: "sample2",
+			RevealURL: "https://example.com/v1/keys/reveal", PickupURL: "https://example.com/keys/sample",
+			RevealExpiresAt: now, Email: "user@example.com",
+		}
+		if _, _, err := e.render(sample); err != nil {
+			return fmt.Errorf("%s notice: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// render executes both templates on n, with n's Type set (EventCreated when
+// it was empty).
 func (e *Email) render(n Notice) (text, html []byte, err error) {
+	n = n.normalized()
 	var tb, hb bytes.Buffer
 	if err := e.text.Execute(&tb, n); err != nil {
 		return nil, nil, fmt.Errorf("executing TextTemplate: %w", err)
@@ -67,7 +113,7 @@ func (e *Email) message(n Notice, to *mail.Address, now time.Time) ([]byte, erro
 	header := func(name, value string) { fmt.Fprintf(&msg, "%s: %s\r\n", name, value) }
 	header("From", e.from.String())
 	header("To", to.String())
-	header("Subject", mime.QEncoding.Encode("utf-8", EmailSubject))
+	header("Subject", mime.QEncoding.Encode("utf-8", Subject(n.Type)))
 	header("Date", now.Format(time.RFC1123Z))
 	header("Message-ID", messageID(n.EventID, e.from.Address))
 	header("Auto-Submitted", "auto-generated") // RFC 3834: no vacation replies

@@ -9,14 +9,69 @@ import (
 	"unicode"
 )
 
-// Notice tells a user that an API key was created for them and where to pick
-// it up. It describes the key (id, prefix, last 4, times) and never holds the
-// secret: the plaintext waits, sealed, until its owner reveals it once.
+// Event types: the "type" of a webhook payload, Notice.Type, and what the
+// default email templates and subjects are chosen by. They follow the
+// Standard Webhooks naming (resource.event); never rename one.
+const (
+	// EventCreated: a key was made for the user. A signup key waits to be
+	// picked up once.
+	EventCreated = "api_key.created"
+	// EventRotated: the key was replaced by another (Notice.RotatedTo); it
+	// keeps working until Notice.RevokedAt.
+	EventRotated = "api_key.rotated"
+	// EventRevoked: the key was revoked (Notice.RevokedAt).
+	EventRevoked = "api_key.revoked"
+	// EventDisabled: the key was disabled (Notice.DisabledAt); it works
+	// again once enabled.
+	EventDisabled = "api_key.disabled"
+	// EventExpiring: the key expires soon (Notice.ExpiresAt).
+	EventExpiring = "api_key.expiring"
+	// EventExpired: the key has expired (Notice.ExpiresAt).
+	EventExpired = "api_key.expired"
+)
+
+// EventTypes lists every event type, in the order above.
+func EventTypes() []string {
+	return []string{EventCreated, EventRotated, EventRevoked, EventDisabled, EventExpiring, EventExpired}
+}
+
+// KnownEventType reports whether t is one of the event types.
+func KnownEventType(t string) bool {
+	switch t {
+	case EventCreated, EventRotated, EventRevoked, EventDisabled, EventExpiring, EventExpired:
+		return true
+	}
+	return false
+}
+
+// EventID returns the stable id of the notice of event type eventType for
+// key keyID: "notice_<key id>" for EventCreated (and an empty type), which
+// receivers of earlier versions already dedupe on, and "<event>_<key id>"
+// for the others ("rotated_<key id>", "expired_<key id>", ...). A key has at
+// most one notice per event type, so the id is the same on every retry and
+// differs between events.
+func EventID(eventType, keyID string) string {
+	if eventType == "" || eventType == EventCreated {
+		return "notice_" + keyID
+	}
+	return strings.TrimPrefix(eventType, "api_key.") + "_" + keyID
+}
+
+// Notice tells a user that something happened to one of their API keys: it
+// was created (and where to pick it up), rotated, revoked, disabled, is
+// about to expire or has expired. It describes the key (id, prefix, last 4,
+// times) and never holds the secret: the plaintext of a signup key waits,
+// sealed, until its owner reveals it once.
 type Notice struct {
+	// Type is the event, one of the Event constants. Empty means
+	// EventCreated (the only notice of earlier versions). Senders pass the
+	// normalised type on: a custom email template sees .Type set.
+	Type string
+
 	// EventID identifies this notice and stays the same across retries, so a
 	// receiver can drop duplicates. The webhook sends it as webhook-id; the
 	// email uses it for its Message-ID. Required; by convention
-	// "notice_<key id>".
+	// EventID(Type, KeyID).
 	EventID string
 
 	// KeyID is the key's public id (its KSUID). Required.
@@ -36,18 +91,63 @@ type Notice struct {
 	// CreatedAt is when the key was created.
 	CreatedAt time.Time
 
+	// OccurredAt is when the event happened: the webhook payload's
+	// "timestamp", which must be the same on every retry. Zero means
+	// CreatedAt (right for EventCreated).
+	OccurredAt time.Time
+
 	// ExpiresAt is when the key stops working; nil if it does not expire.
 	ExpiresAt *time.Time
 
-	// RevealURL is where the user picks the key up, once.
+	// RevokedAt is when the key was, or (after a rotation) will be,
+	// revoked; nil if it is not.
+	RevokedAt *time.Time
+
+	// DisabledAt is when the key was disabled; nil if it is enabled.
+	DisabledAt *time.Time
+
+	// RotatedTo is the id of the key that replaced this one, for
+	// EventRotated; empty otherwise.
+	RotatedTo string
+
+	// RevealURL is the API endpoint a backend calls (POST, with the user's
+	// access token) to pick a signup key up: webhook payloads carry it as
+	// reveal_url. It accepts POST only, so emails never link it.
 	RevealURL string
 
-	// RevealExpiresAt is when the key stops waiting to be picked up.
+	// PickupURL is the application's own page where the user picks this
+	// key up, once; empty when the application has none, in which case the
+	// default email tells the user to sign in to the application to pick
+	// the key up. Created notices only.
+	PickupURL string
+
+	// RevealExpiresAt is when the key stops waiting to be picked up. Zero
+	// when there is nothing to pick up: a key made through the API or by an
+	// operator, whose plaintext was shown when it was made, and every event
+	// other than EventCreated.
 	RevealExpiresAt time.Time
 
 	// Email is the user's address. The email sink needs it; the others
 	// ignore it. May be empty.
 	Email string
+}
+
+// normalized returns n with Type set (EventCreated when empty) and
+// OccurredAt set (CreatedAt when zero).
+func (n Notice) normalized() Notice {
+	if n.Type == "" {
+		n.Type = EventCreated
+	}
+	if n.OccurredAt.IsZero() {
+		n.OccurredAt = n.CreatedAt
+	}
+	return n
+}
+
+// PickUp reports whether the notice offers a key to pick up: a created
+// notice with a pick-up window. Templates use it as {{if .PickUp}}.
+func (n Notice) PickUp() bool {
+	return (n.Type == "" || n.Type == EventCreated) && !n.RevealExpiresAt.IsZero()
 }
 
 // validate checks the fields every sink relies on.
@@ -59,6 +159,8 @@ func (n Notice) validate() error {
 		return errors.New("notice has no KeyID")
 	case n.UserID == "":
 		return errors.New("notice has no UserID")
+	case n.Type != "" && !KnownEventType(n.Type):
+		return fmt.Errorf("notice has unknown Type %q (want one of %s)", n.Type, strings.Join(EventTypes(), ", "))
 	}
 	return nil
 }

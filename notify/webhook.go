@@ -19,8 +19,9 @@ import (
 )
 
 const (
-	// WebhookEventType is the "type" of every webhook payload.
-	WebhookEventType = "api_key.created"
+	// WebhookEventType is the "type" of a created notice's payload, as in
+	// earlier versions: EventCreated. Payloads carry their Notice's Type.
+	WebhookEventType = EventCreated
 
 	// DefaultWebhookTimeout is WebhookConfig.Timeout's default.
 	DefaultWebhookTimeout = 10 * time.Second
@@ -178,9 +179,17 @@ func decodeWebhookSecret(secret string) ([]byte, error) {
 //
 // Each request carries the JSON payload
 //
-//	{"type": "api_key.created", "timestamp": "<key created_at, RFC 3339>",
+//	{"type": "<Notice.Type, e.g. api_key.created>",
+//	 "timestamp": "<when the event happened, RFC 3339: the key's created_at
+//	               for api_key.created>",
 //	 "data": {"key_id", "user_id", "prefix", "last4", "created_at",
-//	          "expires_at", "reveal_url", "reveal_expires_at"}}
+//	          "expires_at", ...}}
+//
+// where data also has, when they apply: "reveal_url" (the POST-only API
+// endpoint a backend calls to pick the key up) and "reveal_expires_at" for
+// a created key waiting to be picked up, "pickup_url" (the application's
+// pick-up page) when configured, "rotated_to" (the new key's id) for
+// api_key.rotated, "revoked_at" and "disabled_at".
 //
 // and the headers webhook-id (the notice's EventID, the same on every retry),
 // webhook-timestamp (Unix seconds of this attempt) and webhook-signature
@@ -235,30 +244,40 @@ type webhookData struct {
 	Last4           string     `json:"last4"`
 	CreatedAt       time.Time  `json:"created_at"`
 	ExpiresAt       *time.Time `json:"expires_at"`
-	RevealURL       string     `json:"reveal_url"`
-	RevealExpiresAt time.Time  `json:"reveal_expires_at"`
+	RevealURL       string     `json:"reveal_url,omitempty"`
+	RevealExpiresAt *time.Time `json:"reveal_expires_at,omitempty"`
+	PickupURL       string     `json:"pickup_url,omitempty"`
+	RotatedTo       string     `json:"rotated_to,omitempty"`
+	RevokedAt       *time.Time `json:"revoked_at,omitempty"`
+	DisabledAt      *time.Time `json:"disabled_at,omitempty"`
 }
 
 func webhookBody(n Notice) ([]byte, error) {
-	var expires *time.Time
-	if n.ExpiresAt != nil {
-		t := n.ExpiresAt.UTC()
-		expires = &t
+	n = n.normalized()
+	data := webhookData{
+		KeyID:      n.KeyID,
+		UserID:     n.UserID,
+		Prefix:     n.Prefix,
+		Last4:      n.Last4,
+		CreatedAt:  n.CreatedAt.UTC(),
+		ExpiresAt:  utcPtr(n.ExpiresAt),
+		RotatedTo:  n.RotatedTo,
+		RevokedAt:  utcPtr(n.RevokedAt),
+		DisabledAt: utcPtr(n.DisabledAt),
 	}
-	return json.Marshal(webhookPayload{
-		Type:      WebhookEventType,
-		Timestamp: n.CreatedAt.UTC(),
-		Data: webhookData{
-			KeyID:           n.KeyID,
-			UserID:          n.UserID,
-			Prefix:          n.Prefix,
-			Last4:           n.Last4,
-			CreatedAt:       n.CreatedAt.UTC(),
-			ExpiresAt:       expires,
-			RevealURL:       n.RevealURL,
-			RevealExpiresAt: n.RevealExpiresAt.UTC(),
-		},
-	})
+	if n.PickUp() {
+		t := n.RevealExpiresAt.UTC()
+		data.RevealURL, data.RevealExpiresAt, data.PickupURL = n.RevealURL, &t, n.PickupURL
+	}
+	return json.Marshal(webhookPayload{Type: n.Type, Timestamp: n.OccurredAt.UTC(), Data: data})
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // sign returns the webhook-signature header value for one attempt.

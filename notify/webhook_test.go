@@ -178,7 +178,7 @@ func checkPayload(t *testing.T, body []byte, n notify.Notice) {
 	if err := json.Unmarshal(payload["data"], &data); err != nil {
 		t.Fatalf("data: %v", err)
 	}
-	wantKeys := []string{"created_at", "expires_at", "key_id", "last4", "prefix", "reveal_expires_at", "reveal_url", "user_id"}
+	wantKeys := []string{"created_at", "expires_at", "key_id", "last4", "pickup_url", "prefix", "reveal_expires_at", "reveal_url", "user_id"}
 	if keys := sortedKeys(data); !slices.Equal(keys, wantKeys) {
 		t.Errorf("data keys = %v, want exactly %v", keys, wantKeys)
 	}
@@ -197,6 +197,7 @@ func checkPayload(t *testing.T, body []byte, n notify.Notice) {
 		"prefix":            n.Prefix,
 		"last4":             n.Last4,
 		"reveal_url":        n.RevealURL,
+		"pickup_url":        n.PickupURL,
 		"created_at":        n.CreatedAt.Format(time.RFC3339),
 		"expires_at":        n.ExpiresAt.Format(time.RFC3339),
 		"reveal_expires_at": n.RevealExpiresAt.Format(time.RFC3339),

@@ -1,0 +1,205 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/keyworker/keyworker/notify"
+)
+
+// EnqueueNoticeTx records, in tx, that event eventType (one of notify's
+// Event constants) happened to the keys keyIDs, and inserts the
+// DeliverNotices job of the keys for which it had not been recorded yet
+// (key_notices, ON CONFLICT DO NOTHING): each key gets exactly one notice
+// per event type, however often the caller's transaction is retried or the
+// same event reported again. Call it in the transaction that makes the
+// change (rotation, revocation, disabling, a key made through the API), so
+// that the notice is enqueued if and only if the change commits.
+//
+// Keys that do not exist (deleted with their user) are left out. With no
+// Config.Senders nothing is enqueued, but the events are still recorded,
+// so senders added later do not send notices of old events. Jobs are
+// inserted without River's insert notification (the notice queue's poll
+// finds them, as it does the signup batches'). Created notices of signup
+// keys do not go through here: the signup batch enqueues them itself.
+//
+// An unknown eventType or a malformed key id is an error, and inserts
+// nothing.
+func (c *Client) EnqueueNoticeTx(ctx context.Context, tx pgx.Tx, eventType string, keyIDs ...string) error {
+	_, err := c.d.enqueueNoticesTx(ctx, tx, eventType, keyIDs)
+	return err
+}
+
+// enqueueNoticesTx is EnqueueNoticeTx; it returns the keys recorded.
+func (d *deps) enqueueNoticesTx(ctx context.Context, tx pgx.Tx, typ string, keyIDs []string) ([]string, error) {
+	if !notify.KnownEventType(typ) {
+		return nil, fmt.Errorf("enqueuing notices: event type %q is unknown (want one of %s)", truncate(typ, 40), strings.Join(notify.EventTypes(), ", "))
+	}
+	for _, id := range keyIDs {
+		if !keyIDRe.MatchString(id) {
+			return nil, fmt.Errorf("enqueuing %s notices: key id %q is malformed (want 27 base62 characters)", typ, truncate(id, 40))
+		}
+	}
+	if len(keyIDs) == 0 {
+		return nil, nil
+	}
+	ids := slices.Clone(keyIDs)
+	slices.Sort(ids) // one lock order for concurrent callers
+	ids = slices.Compact(ids)
+	rows, err := tx.Query(ctx, d.qEnqueueNotices, ids, typ, d.cfg.Store.Now())
+	if err != nil {
+		return nil, fmt.Errorf("enqueuing %s notices of %d keys: %w", typ, len(ids), err)
+	}
+	recorded, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("enqueuing %s notices of %d keys: %w", typ, len(ids), err)
+	}
+	if err := d.insertNoticeJobsTx(ctx, tx, typ, recorded); err != nil {
+		return nil, err
+	}
+	return recorded, nil
+}
+
+// insertNoticeJobsTx inserts the DeliverNotices jobs of type typ for ids,
+// at most MaxBatchUsers keys per job, through the quiet inserter; nothing
+// when there are no senders.
+func (d *deps) insertNoticeJobsTx(ctx context.Context, tx pgx.Tx, typ string, ids []string) error {
+	if len(ids) == 0 || len(d.cfg.Senders) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	params := make([]river.InsertManyParams, 0, (len(ids)+MaxBatchUsers-1)/MaxBatchUsers)
+	for chunk := range slices.Chunk(ids, MaxBatchUsers) {
+		params = append(params, river.InsertManyParams{Args: DeliverNoticesArgs{KeyIDs: chunk, Type: typ}, InsertOpts: &d.noticeOpts})
+	}
+	if _, err := d.noticeInserter.InsertManyTx(ctx, tx, params); err != nil {
+		return fmt.Errorf("enqueuing the %s notices of %d keys: %w", typ, len(ids), err)
+	}
+	return nil
+}
+
+// lifecycleNoticesWorker enqueues the expiring and expired notices that
+// are due, LifecycleBatchSize keys per transaction (the keys recorded in
+// key_notices and their DeliverNotices job together), until none is left:
+//
+//   - api_key.expiring (unless Config.ExpiringNoticeBefore is negative):
+//     keys that expire within ExpiringNoticeBefore, are not disabled, will
+//     not be revoked before they expire, and existed before their expiry
+//     came that close;
+//   - api_key.expired: keys whose expiry has passed, that are not revoked,
+//     and that expired after migration 007 (installation's
+//     lifecycle_notices_since) and within ExpiredNoticeWindow.
+//
+// The keys are found through the partial index on api_keys.expires_at. The
+// delivery checks the key again when it sends (a key disabled since is not
+// told it expires soon).
+type lifecycleNoticesWorker struct {
+	river.WorkerDefaults[LifecycleNoticesArgs]
+	d *deps
+}
+
+// lifecycleOutput is a LifecycleNotices job's recorded output.
+type lifecycleOutput struct {
+	// Expiring and Expired count the keys whose notice this run enqueued.
+	Expiring int `json:"expiring"`
+	Expired  int `json:"expired"`
+	// Jobs counts the DeliverNotices jobs inserted (zero without senders).
+	Jobs int `json:"jobs"`
+}
+
+func (w *lifecycleNoticesWorker) Work(ctx context.Context, job *river.Job[LifecycleNoticesArgs]) error {
+	d := w.d
+	start := time.Now()
+	now := d.cfg.Store.Now()
+	var out lifecycleOutput
+	var err error
+	if d.cfg.ExpiringNoticeBefore > 0 {
+		if out.Expiring, err = d.scanLifecycle(ctx, notify.EventExpiring, d.qExpiring, &out.Jobs, now, now.Add(d.cfg.ExpiringNoticeBefore)); err != nil {
+			return err
+		}
+	}
+	if out.Expired, err = d.scanLifecycle(ctx, notify.EventExpired, d.qExpired, &out.Jobs, now, now.Add(-ExpiredNoticeWindow)); err != nil {
+		return err
+	}
+	if err := river.RecordOutput(ctx, out); err != nil {
+		return fmt.Errorf("recording the lifecycle scan's output: %w", err)
+	}
+	if out.Expiring+out.Expired > 0 {
+		d.logger.InfoContext(ctx, "lifecycle notices enqueued", "job_id", job.ID, "expiring", out.Expiring,
+			"expired", out.Expired, "jobs", out.Jobs, "duration", time.Since(start).Round(time.Millisecond).String())
+	}
+	return nil
+}
+
+// scanLifecycle runs q (expiring or expired) until it records fewer than
+// LifecycleBatchSize keys, one transaction per batch with its notice job,
+// and returns how many keys it recorded.
+func (d *deps) scanLifecycle(ctx context.Context, typ, q string, jobs *int, now, bound time.Time) (int, error) {
+	total := 0
+	for {
+		var ids []string
+		err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, q, now, bound, LifecycleBatchSize)
+			if err != nil {
+				return err
+			}
+			if ids, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+				return err
+			}
+			return d.insertNoticeJobsTx(ctx, tx, typ, ids)
+		})
+		if err != nil {
+			return total, fmt.Errorf("looking for %s notices to send: %w", typ, err)
+		}
+		total += len(ids)
+		if len(ids) > 0 && len(d.cfg.Senders) > 0 {
+			*jobs += (len(ids) + MaxBatchUsers - 1) / MaxBatchUsers
+		}
+		if len(ids) < LifecycleBatchSize {
+			return total, nil
+		}
+	}
+}
+
+// lifecycleQueries returns EnqueueNoticeTx's statement ($1 key ids, $2
+// type, $3 now) and the lifecycle scan's ($1 now, $2 the window's other
+// end, $3 the batch size).
+func lifecycleQueries(schema string) (enqueue, expiring, expired string) {
+	s := pgx.Identifier{schema}.Sanitize()
+	enqueue = `INSERT INTO ` + s + `.key_notices (key_id, type, queued_at)
+		SELECT k.id, $2, $3 FROM ` + s + `.api_keys k WHERE k.id = ANY($1::text[]) ORDER BY k.id
+		ON CONFLICT DO NOTHING
+		RETURNING key_id`
+	// $2 is now + ExpiringNoticeBefore. A key revoked at or before its
+	// expiry (a rotation's overlap ends at the old key's expiry at the
+	// latest) is not going to expire: it is not told it will.
+	expiring = `INSERT INTO ` + s + `.key_notices (key_id, type, queued_at)
+		SELECT k.id, '` + notify.EventExpiring + `', $1 FROM ` + s + `.api_keys k
+		 WHERE k.expires_at > $1 AND k.expires_at <= $2
+		   AND (k.revoked_at IS NULL OR k.revoked_at > k.expires_at)
+		   AND k.disabled_at IS NULL
+		   AND k.created_at + ($2 - $1) < k.expires_at
+		   AND NOT EXISTS (SELECT FROM ` + s + `.key_notices n WHERE n.key_id = k.id AND n.type = '` + notify.EventExpiring + `')
+		 ORDER BY k.expires_at, k.id
+		 LIMIT $3
+		ON CONFLICT DO NOTHING
+		RETURNING key_id`
+	// $2 is now - ExpiredNoticeWindow.
+	expired = `INSERT INTO ` + s + `.key_notices (key_id, type, queued_at)
+		SELECT k.id, '` + notify.EventExpired + `', $1 FROM ` + s + `.api_keys k
+		 WHERE k.expires_at <= $1
+		   AND k.expires_at > greatest($2, (SELECT i.lifecycle_notices_since FROM ` + s + `.installation i))
+		   AND (k.revoked_at IS NULL OR k.revoked_at > $1)
+		   AND NOT EXISTS (SELECT FROM ` + s + `.key_notices n WHERE n.key_id = k.id AND n.type = '` + notify.EventExpired + `')
+		 ORDER BY k.expires_at, k.id
+		 LIMIT $3
+		ON CONFLICT DO NOTHING
+		RETURNING key_id`
+	return enqueue, expiring, expired
+}

@@ -1,0 +1,30 @@
+-- keyworker 007: lifecycle notices (api_key.rotated, .revoked, .disabled,
+-- .expiring, .expired, and created for keys made outside the signup path).
+-- Placeholders: {{schema}}. Depends on 001; written so that it does not
+-- depend on 006's contents (see disabled_at below).
+
+-- The once-per-key-and-event guard: a notice is enqueued only by the
+-- transaction that inserts its row here (ON CONFLICT DO NOTHING), so however
+-- often a change or the lifecycle scan is retried, a key gets one notice per
+-- event type. Signup keys' created notices do not use it: the signup batch
+-- enqueues them in the transaction that makes the keys. Internal: row level
+-- security with no policy, nothing granted (grants.sql).
+CREATE TABLE IF NOT EXISTS {{schema}}.key_notices (
+	key_id text NOT NULL REFERENCES {{schema}}.api_keys (id) ON DELETE CASCADE,
+	type text NOT NULL CHECK (type IN ('api_key.created', 'api_key.rotated', 'api_key.revoked',
+		'api_key.disabled', 'api_key.expiring', 'api_key.expired')),
+	queued_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (key_id, type)
+);
+ALTER TABLE {{schema}}.key_notices ENABLE ROW LEVEL SECURITY;
+
+-- Keys that expired before this migration get no api_key.expired notice:
+-- upgrading must not flood users with news of keys long gone.
+ALTER TABLE {{schema}}.installation
+	ADD COLUMN IF NOT EXISTS lifecycle_notices_since timestamptz NOT NULL DEFAULT now();
+
+-- 006 adds these (disabled keys, and the index the lifecycle scan walks);
+-- IF NOT EXISTS keeps 007 correct on its own and a no-op after 006.
+ALTER TABLE {{schema}}.api_keys ADD COLUMN IF NOT EXISTS disabled_at timestamptz;
+CREATE INDEX IF NOT EXISTS api_keys_expires_at_idx
+	ON {{schema}}.api_keys (expires_at) WHERE expires_at IS NOT NULL;
