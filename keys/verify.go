@@ -43,6 +43,9 @@ const (
 	StatusRevoked
 	// StatusExpired: the secret is right but the key has expired.
 	StatusExpired
+	// StatusDisabled: the secret is right but the key is disabled (it can
+	// be enabled again, unlike a revoked key).
+	StatusDisabled
 )
 
 var statusNames = [...]string{
@@ -50,6 +53,7 @@ var statusNames = [...]string{
 	StatusValid:    "valid",
 	StatusRevoked:  "revoked",
 	StatusExpired:  "expired",
+	StatusDisabled: "disabled",
 }
 
 // String returns "valid", "not_found", "revoked" or "expired", or
