@@ -18,4 +18,3 @@ const (
 	UnauthorizedBody = unauthorizedBody
 	UnavailableBody  = unavailableBody
 )
-
