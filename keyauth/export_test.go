@@ -12,9 +12,3 @@ func NewCachedChecker(next Checker, ttl time.Duration, size int, now func() time
 }
 
 func (c *CachedChecker) Len() int { return c.len() }
-
-// UnauthorizedBody and UnavailableBody are the middleware's answers.
-const (
-	UnauthorizedBody = unauthorizedBody
-	UnavailableBody  = unavailableBody
-)

@@ -16,6 +16,13 @@ import (
 	"github.com/keyworker/keyworker/keyauth"
 )
 
+// The answers the contract fixes, written out: a test against the
+// package's own constants could not catch a change of them.
+const (
+	wantRefusal     = `{"error":"a valid API key is required","code":"invalid_api_key"}` + "\n"
+	wantUnavailable = `{"error":"the API key could not be checked, try again later","code":"key_check_unavailable"}` + "\n"
+)
+
 // echo answers 200 with the user id and key id the middleware put in the
 // context, and counts its calls.
 type echo struct{ calls atomic.Int64 }
@@ -65,7 +72,7 @@ func TestMiddlewareRefusesUniformly(t *testing.T) {
 	}
 
 	missing := serve(pg)
-	if missing.Code != 401 || missing.Header().Get("WWW-Authenticate") != `Bearer realm="api"` || missing.Body.String() != keyauth.UnauthorizedBody {
+	if missing.Code != 401 || missing.Header().Get("WWW-Authenticate") != `Bearer realm="api"` || missing.Body.String() != wantRefusal {
 		t.Errorf("no credential: %d %q %q", missing.Code, missing.Header().Get("WWW-Authenticate"), missing.Body)
 	}
 
@@ -87,8 +94,8 @@ func TestMiddlewareRefusesUniformly(t *testing.T) {
 		{"X-API-Key not configured", pg, []string{"X-API-Key", revoked, "Authorization", "Token x"}},
 	} {
 		w := serve(tc.h, tc.header...)
-		if w.Code != 401 || w.Body.String() != keyauth.UnauthorizedBody {
-			t.Errorf("%s: %d %q, want 401 %q", tc.name, w.Code, w.Body, keyauth.UnauthorizedBody)
+		if w.Code != 401 || w.Body.String() != wantRefusal {
+			t.Errorf("%s: %d %q, want 401 %q", tc.name, w.Code, w.Body, wantRefusal)
 		}
 		if got := w.Header().Get("WWW-Authenticate"); got != `Bearer realm="api", error="invalid_token"` {
 			t.Errorf("%s: WWW-Authenticate = %q", tc.name, got)
@@ -159,7 +166,7 @@ func TestMiddlewareCheckerFailure(t *testing.T) {
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
 	})(next)
 	w := serve(h, "Authorization", "Bearer "+key)
-	if w.Code != 503 || w.Body.String() != keyauth.UnavailableBody || w.Header().Get("WWW-Authenticate") != "" {
+	if w.Code != 503 || w.Body.String() != wantUnavailable || w.Header().Get("WWW-Authenticate") != "" {
 		t.Errorf("failing checker: %d %q %v", w.Code, w.Body, w.Header())
 	}
 	if next.calls.Load() != 0 {
