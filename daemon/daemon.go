@@ -64,6 +64,10 @@ const (
 	// cut the worker's database CPU by 40% and its own by 20%, and key p99
 	// to 80-100ms. A signup alone waits the full 20ms.
 	DefaultBatchMaxWait = 20 * time.Millisecond
+	// DefaultMaxKeysPerUser is Config.MaxKeysPerUser's default.
+	DefaultMaxKeysPerUser = 10
+	// MaxMaxKeysPerUser bounds Config.MaxKeysPerUser.
+	MaxMaxKeysPerUser = 100_000
 )
 
 // Config is everything `worker run` needs. Component settings are passed
@@ -113,6 +117,12 @@ type Config struct {
 	// JWTSecret nor JWKSURL is set, reveal answers 503.
 	Tokens accesstoken.Config
 
+	// MaxKeysPerUser is how many live keys (not revoked, not expired;
+	// disabled ones count) a user may hold through the keys API; a rotation
+	// at the limit may add one for its overlap. Negative means no limit.
+	// Defaults to DefaultMaxKeysPerUser.
+	MaxKeysPerUser int
+
 	// HTTP configures the listener; its function fields are set here.
 	HTTP server.Config
 	// PublicURL is the base URL users reach the reveal endpoint at, for
@@ -125,6 +135,11 @@ type Config struct {
 	Webhook   notify.WebhookConfig
 	SMTP      notify.SMTPConfig
 	NotifyLog bool
+	// PickupURL is the app's page where a user picks a signup key up, a
+	// template with "{key_id}"; see jobs.Config.PickupURL. Optional.
+	PickupURL string
+	// ExpiringNoticeBefore and LifecycleInterval: see jobs.Config.
+	ExpiringNoticeBefore, LifecycleInterval time.Duration
 	// EmailColumn is read for email notices. Defaults to "email".
 	EmailColumn string
 
@@ -176,6 +191,9 @@ func (c Config) withDefaults() Config {
 	if c.BatchMaxWait == 0 {
 		c.BatchMaxWait = DefaultBatchMaxWait
 	}
+	if c.MaxKeysPerUser == 0 {
+		c.MaxKeysPerUser = DefaultMaxKeysPerUser
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -212,6 +230,9 @@ func (c Config) validate() error {
 	}
 	if hook := cmp.Or(c.Webhook.Timeout, notify.DefaultWebhookTimeout); c.Webhook.URL != "" && c.JobTimeout != 0 && c.JobTimeout <= hook {
 		return fmt.Errorf("KEYWORKER_JOB_TIMEOUT=%s must be longer than the webhook timeout (%s), or every slow delivery is cut short", c.JobTimeout, hook)
+	}
+	if c.MaxKeysPerUser > MaxMaxKeysPerUser {
+		return fmt.Errorf("MaxKeysPerUser (KEYWORKER_MAX_KEYS_PER_USER) must be at most %d, got %d", MaxMaxKeysPerUser, c.MaxKeysPerUser)
 	}
 	if c.MetricsCacheTTL < time.Millisecond || c.MetricsCacheTTL > time.Minute {
 		return fmt.Errorf("MetricsCacheTTL must be between 1ms and 1m, got %s", c.MetricsCacheTTL)
@@ -396,6 +417,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		hcfg.VerifyToken = d.verifyToken
 		hcfg.Reveal = d.reveal
 	}
+	// Verify needs only the service tokens; the rest of the keys API also
+	// needs VerifyToken, and answers 503 keys_disabled without it.
+	hcfg.Keys = keyService{d}
 	d.http, err = server.New(hcfg)
 	if err != nil {
 		return err
@@ -430,6 +454,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		Store:                 d.store,
 		Senders:               d.senders,
 		RevealURL:             publicURL + "/v1/keys/reveal",
+		PickupURL:             cfg.PickupURL,
+		ExpiringNoticeBefore:  cfg.ExpiringNoticeBefore,
+		LifecycleInterval:     cfg.LifecycleInterval,
 		EmailColumn:           cfg.EmailColumn,
 		IncludeAnonymous:      cfg.IncludeAnonymous,
 		KeyTTL:                cfg.KeyTTL,
@@ -680,7 +707,12 @@ func (d *Daemon) verifyToken(ctx context.Context, token string) (string, error) 
 		return "", err
 	}
 	if claims.Role != "authenticated" {
-		return "", fmt.Errorf("role %q may not pick up keys: sign in as the user", claims.Role)
+		return "", fmt.Errorf("role %q may not use keys: sign in as the user", claims.Role)
+	}
+	if claims.IsAnonymous && !d.cfg.IncludeAnonymous {
+		// Anonymous users get no keys (KEYWORKER_INCLUDE_ANONYMOUS), so
+		// they may not make any either.
+		return "", errors.New("an anonymous user may not use keys: sign in with an account (or set KEYWORKER_INCLUDE_ANONYMOUS=true)")
 	}
 	return claims.Subject, nil
 }

@@ -47,6 +47,7 @@ func testFullFlow(t *testing.T, mode string) {
 	cfg := f.config(mode)
 	cfg.Webhook = notify.WebhookConfig{URL: hook.srv.URL + "/hooks/keys", Secret: hook.secret}
 	cfg.SMTP = notify.SMTPConfig{URL: smtpSrv.url(), From: "Keys <keys@example.com>"}
+	cfg.PickupURL = "https://app.example.com/keys/{key_id}/pickup"
 	// Key jobs wait in a paused queue until two users are deleted, so that
 	// "deleted before the job runs" is not a race.
 	f.pauseQueue(jobs.QueueKeys)
@@ -146,9 +147,10 @@ func testFullFlow(t *testing.T, mode string) {
 	if len(counts) > 0 {
 		t.Errorf("emails to unexpected recipients: %v", sortedKeys(counts))
 	}
+	// Emails link the app's pick-up page, never the POST-only endpoint.
 	for _, e := range emails {
-		if !strings.Contains(e.text, revealURL) {
-			t.Errorf("email to %v does not carry the pick-up link %s:\n%s", e.to, revealURL, e.text)
+		if !strings.Contains(e.text, "https://app.example.com/keys/") || strings.Contains(e.text, revealURL) {
+			t.Errorf("email to %v does not carry the pick-up page, or links %s:\n%s", e.to, revealURL, e.text)
 		}
 	}
 

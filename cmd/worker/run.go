@@ -103,6 +103,20 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 		return cfg, err
 	}
 	cfg.PublicURL = v.str("KEYWORKER_PUBLIC_URL")
+	if cfg.HTTP.KeysPerUser, err = v.integer("KEYWORKER_KEYS_PER_USER", 1, server.MaxRateLimit); err != nil {
+		return cfg, err
+	}
+	if cfg.HTTP.KeysPerAddr, err = v.integer("KEYWORKER_KEYS_PER_ADDR", 1, server.MaxRateLimit); err != nil {
+		return cfg, err
+	}
+	cfg.HTTP.CORSOrigins = commaList(v.str("KEYWORKER_CORS_ORIGINS"))
+	cfg.HTTP.VerifyTokens = commaList(v.str("KEYWORKER_VERIFY_TOKENS"))
+	if cfg.MaxKeysPerUser, err = v.integer("KEYWORKER_MAX_KEYS_PER_USER", 0, daemon.MaxMaxKeysPerUser); err != nil {
+		return cfg, err
+	}
+	if cfg.MaxKeysPerUser == 0 {
+		cfg.MaxKeysPerUser = -1 // no limit
+	}
 
 	cfg.Webhook = notify.WebhookConfig{URL: v.str("KEYWORKER_WEBHOOK_URL"), Secret: v.str("KEYWORKER_WEBHOOK_SECRET")}
 	if (cfg.Webhook.URL == "") != (cfg.Webhook.Secret == "") {
@@ -129,6 +143,12 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 			}
 			*t.dst = string(b)
 		}
+	}
+	cfg.PickupURL = v.str("KEYWORKER_PICKUP_URL")
+	if v.str("KEYWORKER_EXPIRING_NOTICE_BEFORE") == "off" {
+		cfg.ExpiringNoticeBefore = -1 // jobs: no expiring notices
+	} else if cfg.ExpiringNoticeBefore, err = v.duration("KEYWORKER_EXPIRING_NOTICE_BEFORE"); err != nil {
+		return cfg, fmt.Errorf("%w (or off)", err)
 	}
 	cfg.EmailColumn = v.str("KEYWORKER_USERS_EMAIL_COLUMN")
 	switch v.str("KEYWORKER_NOTIFY_LOG") {
@@ -167,6 +187,18 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 }
 
 var _ = accesstoken.DefaultAudience
+
+// commaList splits a comma-separated setting, dropping blanks and spaces
+// around each entry.
+func commaList(raw string) []string {
+	var out []string
+	for _, p := range strings.Split(raw, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
 
 func cmdRun(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if len(v.args) > 0 {

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/keyworker/keyworker/daemon"
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/server"
 )
@@ -57,6 +58,11 @@ var settings = []setting{
 	{env: "KEYWORKER_TRUSTED_PROXIES", flag: "trusted-proxies", help: "comma-separated CIDRs or addresses of the proxies in front of the server (e.g. 10.0.0.0/8,fd00::/8); X-Forwarded-For is honoured only from them, taking the right-most address that is not one of them", groups: []string{"run"}},
 	{env: "KEYWORKER_REVEAL_PER_USER", flag: "reveal-per-user", def: strconv.Itoa(server.DefaultRevealPerUser), help: "key pick-up attempts a user may make per minute", groups: []string{"run"}},
 	{env: "KEYWORKER_REVEAL_PER_ADDR", flag: "reveal-per-addr", def: strconv.Itoa(server.DefaultRevealPerAddr), help: "key pick-up requests one client address (an IPv6 /64) may make per minute, signed in or not", groups: []string{"run"}},
+	{env: "KEYWORKER_MAX_KEYS_PER_USER", flag: "max-keys-per-user", def: strconv.Itoa(daemon.DefaultMaxKeysPerUser), help: "live keys (not revoked, not expired; disabled ones count) a user may hold through POST /v1/keys; a rotation at the limit may add one for its overlap; 0 means no limit", groups: []string{"run"}},
+	{env: "KEYWORKER_KEYS_PER_USER", flag: "keys-per-user", def: strconv.Itoa(server.DefaultKeysPerUser), help: "keys API requests (/v1/keys: list, create, rotate, disable, enable, revoke) a user may make per minute", groups: []string{"run"}},
+	{env: "KEYWORKER_KEYS_PER_ADDR", flag: "keys-per-addr", def: strconv.Itoa(server.DefaultKeysPerAddr), help: "keys API requests one client address (an IPv6 /64) may make per minute, signed in or not", groups: []string{"run"}},
+	{env: "KEYWORKER_CORS_ORIGINS", flag: "cors-origins", help: "comma-separated origins of browser apps that may call /v1/keys and reveal, e.g. https://app.example.com (exact scheme://host[:port]; * is refused; tokens travel in Authorization, never cookies; verify never answers CORS)", groups: []string{"run"}},
+	{env: "KEYWORKER_VERIFY_TOKENS", flag: "verify-tokens", help: "comma-separated service tokens (at least 32 characters each, e.g. openssl rand -hex 32) your backends send as Authorization: Bearer to POST /v1/keys/verify; without one, verify answers 503; two during a rotation", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_TLS_CERT_FILE", flag: "tls-cert-file", help: "serve HTTPS with this certificate (with KEYWORKER_TLS_KEY_FILE)", groups: []string{"run"}},
 	{env: "KEYWORKER_TLS_KEY_FILE", flag: "tls-key-file", help: "private key for KEYWORKER_TLS_CERT_FILE", groups: []string{"run"}},
 	{env: "KEYWORKER_DASHBOARD_USER", flag: "dashboard-user", help: "River UI basic-auth user", groups: []string{"run"}},
@@ -67,8 +73,10 @@ var settings = []setting{
 	{env: "KEYWORKER_WEBHOOK_SECRET", flag: "webhook-secret", help: "whsec_<base64> secret that signs webhook calls", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_SMTP_URL", flag: "smtp-url", help: "notice email server, smtp://user:pass@host:587 (STARTTLS) or smtps://...:465", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_MAIL_FROM", flag: "mail-from", help: "From address of notice emails", groups: []string{"run"}},
-	{env: "KEYWORKER_MAIL_TEXT_TEMPLATE", flag: "mail-text-template", help: "file with a Go text/template for the notice email's plain-text body (fields: .KeyID .Prefix .Last4 .RevealURL .RevealExpiresAt ...)", groups: []string{"run"}},
+	{env: "KEYWORKER_MAIL_TEXT_TEMPLATE", flag: "mail-text-template", help: "file with a Go text/template for the notice email's plain-text body (fields: .Type .KeyID .Prefix .Last4 .PickupURL .RevealExpiresAt ...; one template serves every event type: branch on .Type)", groups: []string{"run"}},
 	{env: "KEYWORKER_MAIL_HTML_TEMPLATE", flag: "mail-html-template", help: "file with a Go html/template for the notice email's HTML body", groups: []string{"run"}},
+	{env: "KEYWORKER_PICKUP_URL", flag: "pickup-url", help: "your app's page where a user picks a new signup key up, with {key_id} where the key id goes, e.g. https://app.example.com/keys/{key_id}/pickup; notices link it (without it they say to sign in to the app: the reveal endpoint is POST-only, for your app to call)", groups: []string{"run"}},
+	{env: "KEYWORKER_EXPIRING_NOTICE_BEFORE", flag: "expiring-notice-before", def: "72h", help: "how long before a key expires its api_key.expiring notice is sent (to keys that live longer than this), between 1m and 8760h; off: no expiring notices", groups: []string{"run"}},
 	{env: "KEYWORKER_NOTIFY_LOG", flag: "notify-log", def: "auto", help: "log each notice (true, false, or auto: when no webhook or SMTP is set)", groups: []string{"run"}},
 	{env: "KEYWORKER_RECONCILE_INTERVAL", flag: "reconcile-interval", def: "5m", help: "how often the leader looks for eligible users without a key", groups: []string{"run"}},
 	{env: "KEYWORKER_JOB_RETENTION", flag: "job-retention", def: "168h", help: "how long completed jobs stay visible in the dashboard", groups: []string{"run"}},

@@ -1,7 +1,7 @@
 -- keyworker 007: lifecycle notices (api_key.rotated, .revoked, .disabled,
 -- .expiring, .expired, and created for keys made outside the signup path).
--- Placeholders: {{schema}}. Depends on 001; written so that it does not
--- depend on 006's contents (see disabled_at below).
+-- Placeholders: {{schema}}. The lifecycle scan reads 006's disabled_at and
+-- walks its api_keys_expires_at_idx.
 
 -- The once-per-key-and-event guard: a notice is enqueued only by the
 -- transaction that inserts its row here (ON CONFLICT DO NOTHING), so however
@@ -23,8 +23,3 @@ ALTER TABLE {{schema}}.key_notices ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{schema}}.installation
 	ADD COLUMN IF NOT EXISTS lifecycle_notices_since timestamptz NOT NULL DEFAULT now();
 
--- 006 adds these (disabled keys, and the index the lifecycle scan walks);
--- IF NOT EXISTS keeps 007 correct on its own and a no-op after 006.
-ALTER TABLE {{schema}}.api_keys ADD COLUMN IF NOT EXISTS disabled_at timestamptz;
-CREATE INDEX IF NOT EXISTS api_keys_expires_at_idx
-	ON {{schema}}.api_keys (expires_at) WHERE expires_at IS NOT NULL;
