@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,7 +71,7 @@ func (d *Daemon) startSource(ctx context.Context, lcfg listener.Config) (source,
 	}
 	if err == nil {
 		return src, Capture{Mode: ModeLogical, Reason: "publication",
-			Detail: fmt.Sprintf("publication %s on %s is usable", lcfg.PublicationName, cfg.Table)}, nil
+			Detail: fmt.Sprintf("publication %s on %s is usable", cmp.Or(lcfg.PublicationName, listener.DefaultPublicationName), cfg.Table)}, nil
 	}
 	var pf *listener.PreflightError
 	if !errors.As(err, &pf) {

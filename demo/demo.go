@@ -1,8 +1,11 @@
 // Package demo is `worker demo`: a throwaway PostgreSQL shaped like a
 // Supabase project, the daemon running against it with the dashboard, a few
-// signups turned into keys and notices, one key picked up through the reveal
-// endpoint and verified with SQL, and then the whole thing kept running for
-// the user to add signups, until Ctrl-C removes everything it made.
+// signups turned into keys and notices (each user's access token printed),
+// one key picked up through the reveal endpoint and verified with SQL, a key
+// created, disabled, enabled and revoked through the keys API and checked at
+// each step by an example app behind keyauth's middleware, and then the whole
+// thing kept running for the user to add signups, until Ctrl-C removes
+// everything it made.
 package demo
 
 import (
@@ -26,6 +29,7 @@ import (
 
 	"github.com/keyworker/keyworker/accesstoken"
 	"github.com/keyworker/keyworker/daemon"
+	"github.com/keyworker/keyworker/keyauth"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/pgtemp"
 	"github.com/keyworker/keyworker/server"
@@ -112,6 +116,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	sealingKey, _ := keys.ParseSealingKey(sealing)
 	jwtSecret := randomString(32)
 	password := randomString(12)
+	serviceToken := randomString(40) // the example app's, for POST /v1/keys/verify
 	addr := cfg.HTTPAddr
 	if addr == "" {
 		addr = "127.0.0.1:8080"
@@ -125,7 +130,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		Mode:              cfg.Mode,
 		SealingKey:        sealingKey,
 		Tokens:            accesstoken.Config{JWTSecret: []byte(jwtSecret)},
-		HTTP:              server.Config{Addr: addr, DashboardUser: "admin", DashboardPassword: password},
+		HTTP:              server.Config{Addr: addr, DashboardUser: "admin", DashboardPassword: password, VerifyTokens: []string{serviceToken}},
 		NotifyLog:         true,
 		ReconcileInterval: time.Minute,
 		ShutdownTimeout:   5 * time.Second,
@@ -150,6 +155,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	base := "http://" + d.Addr()
 	say("  dashboard: %s/riverui/   user admin, password %s", base, password)
 	say("  metrics:   %s/metrics   (the dashboard's credentials)", base)
+	appURL, stopApp, err := startApp(base, serviceToken)
+	if err != nil {
+		return err
+	}
+	defer stopApp()
+	say("  an example app: %s, behind keyauth.Middleware, which checks keys with POST %s/v1/keys/verify", appURL, base)
 
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
@@ -166,12 +177,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		ids = append(ids, id)
 	}
+	tokens := map[string]string{}
 	for _, id := range ids {
 		k, err := waitForKey(ctx, pool, id)
 		if err != nil {
 			return err
 		}
+		if tokens[id], err = userToken(jwtSecret, id); err != nil {
+			return err
+		}
 		say("  key made for %s: %s_%s_…%s (only its salted hash is stored)", k.email, k.prefix, k.id, k.last4)
+		say("    %s's access token (as Supabase Auth would sign it, valid 1h): %s", k.email, tokens[id])
 	}
 	for _, id := range ids {
 		if err := waitForEvent(ctx, pool, id, "notified"); err != nil {
@@ -181,10 +197,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	say("  %d notices delivered (log sink; set KEYWORKER_WEBHOOK_URL or KEYWORKER_SMTP_URL for real ones)", len(ids))
 
 	say("▸ user1 picks their key up: POST %s/v1/keys/reveal with their access token", base)
-	token, err := userToken(jwtSecret, ids[0])
-	if err != nil {
-		return err
-	}
+	token := tokens[ids[0]]
 	rev, status, err := reveal(ctx, base, token)
 	if err != nil {
 		return err
@@ -208,17 +221,23 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	say("  a second pick-up answers %d: the plaintext is gone from the database", again)
 
-	token2, err := userToken(jwtSecret, ids[1])
-	if err != nil {
+	if err := manageKeys(ctx, say, base, appURL, token); err != nil {
 		return err
 	}
+
+	token2 := tokens[ids[len(ids)-1]]
 	if cfg.Exit {
 		say("▸ demo done")
 		return nil
 	}
 	say("")
 	say("▸ keyworker keeps running. Try:")
-	say("  curl -s -X POST -H 'Authorization: Bearer %s' %s/v1/keys/reveal   # picks up user2's key", token2, base)
+	who := fmt.Sprintf("user%d", len(ids))
+	say("  export TOKEN='%s'   # %s's access token", token2, who)
+	say("  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" %s/v1/keys/reveal   # picks up %s's signup key, once", base, who)
+	say("  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -d '{\"name\":\"laptop\"}' %s/v1/keys   # a new key, shown once", base)
+	say("  curl -s -H \"Authorization: Bearer $TOKEN\" %s/v1/keys   # %s's keys (metadata and status, never secrets)", base, who)
+	say("  curl -s -H 'Authorization: Bearer <a key>' %s   # the example app, behind keyauth's middleware", appURL)
 	say("  psql '%s' -c \"insert into auth.users (id, email, created_at) values (gen_random_uuid(), 'you@example.com', now())\"", dbURL)
 	say("  psql '%s' -c 'select id, user_id, last4, created_at from keyworker.api_keys'", dbURL)
 	say("  DATABASE_URL='%s' go run ./cmd/worker trace %s   # user1's history: jobs, key, notices, pick-up", dbURL, ids[0])
@@ -268,6 +287,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 				return err
 			}
 			say("  key made for %s: %s_%s_…%s", k.email, k.prefix, k.id, k.last4)
+			tok, err := userToken(jwtSecret, id)
+			if err != nil {
+				return err
+			}
+			say("    %s's access token: %s", k.email, tok)
+			say("    pick the key up: curl -s -X POST -H 'Authorization: Bearer %s' %s/v1/keys/reveal", tok, base)
 		}
 	}
 }
@@ -347,6 +372,126 @@ func reveal(ctx context.Context, base, token string) (server.Revealed, int, erro
 		}
 	}
 	return r, resp.StatusCode, nil
+}
+
+// startApp serves an example application on a free loopback port: its one
+// endpoint answers only requests carrying a valid key, checked by keyauth's
+// middleware through the daemon's verify endpoint.
+func startApp(base, serviceToken string) (url string, stop func(), err error) {
+	checker, err := keyauth.Remote(base, serviceToken)
+	if err != nil {
+		return "", nil, err
+	}
+	requireKey := keyauth.Middleware(checker, keyauth.Options{Realm: "demo-app"})
+	mux := http.NewServeMux()
+	mux.Handle("/api/whoami", requireKey(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		userID, _ := keyauth.UserID(r.Context())
+		keyID, _ := keyauth.KeyID(r.Context())
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"user_id": userID, "key_id": keyID})
+	})))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("starting the example app: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String() + "/api/whoami", func() { _ = srv.Close() }, nil
+}
+
+// manageKeys is the self-service part: user1 makes a key through the API,
+// the example app accepts it, then refuses it while it is disabled, accepts
+// it again once enabled, and refuses it for good once revoked.
+func manageKeys(ctx context.Context, say func(string, ...any), base, appURL, token string) error {
+	say("▸ user1 manages their keys: %s/v1/keys with the same access token", base)
+	st, created, err := apiCall(ctx, http.MethodPost, base+"/v1/keys", token, `{"name":"laptop","expires_in":"720h"}`)
+	if err != nil {
+		return err
+	}
+	if st != http.StatusCreated {
+		return fmt.Errorf("POST /v1/keys answered %d: %v", st, created["error"])
+	}
+	key, id := created["key"].(string), created["id"].(string)
+	masked := fmt.Sprintf("%s_%s_…%s", created["prefix"], id, created["last4"])
+	say("  POST /v1/keys {\"name\":\"laptop\",\"expires_in\":\"720h\"} → 201, a new key shown once: %s", masked)
+	app := func(when string) error {
+		st, body, err := appCall(ctx, appURL, key)
+		if err != nil {
+			return err
+		}
+		say("    the example app, %s: GET /api/whoami with the key → %d %s", when, st, body)
+		return nil
+	}
+	if err := app("now"); err != nil {
+		return err
+	}
+	for _, step := range []struct{ method, path, what string }{
+		{http.MethodPost, "/disable", "disabled"},
+		{http.MethodPost, "/enable", "enabled again"},
+		{http.MethodDelete, "", "revoked"},
+	} {
+		st, info, err := apiCall(ctx, step.method, base+"/v1/keys/"+id+step.path, token, "")
+		if err != nil {
+			return err
+		}
+		if st != http.StatusOK {
+			return fmt.Errorf("%s /v1/keys/%s%s answered %d: %v", step.method, id, step.path, st, info["error"])
+		}
+		say("  %s /v1/keys/%s%s → %d, status %v", step.method, id, step.path, st, info["status"])
+		if err := app("once " + step.what); err != nil {
+			return err
+		}
+	}
+	st, list, err := apiCall(ctx, http.MethodGet, base+"/v1/keys", token, "")
+	if err != nil || st != http.StatusOK {
+		return fmt.Errorf("GET /v1/keys answered %d: %v", st, err)
+	}
+	var shown []string
+	for _, k := range list["keys"].([]any) {
+		m := k.(map[string]any)
+		shown = append(shown, fmt.Sprintf("%v (%v) %v", m["name"], m["source"], m["status"]))
+	}
+	say("  GET /v1/keys → %s; each change is an audit event and a notice (api_key.created, api_key.disabled, api_key.revoked)", strings.Join(shown, ", "))
+	return nil
+}
+
+// apiCall calls the daemon's keys API with a user's access token and
+// decodes its JSON answer.
+func apiCall(ctx context.Context, method, url, token, body string) (int, map[string]any, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("calling %s %s: %w", method, url, err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return resp.StatusCode, nil, fmt.Errorf("%s %s answered %d, not JSON: %w", method, url, resp.StatusCode, err)
+	}
+	return resp.StatusCode, m, nil
+}
+
+// appCall calls the example app with a key.
+func appCall(ctx context.Context, url, key string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", fmt.Errorf("calling the example app: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	return resp.StatusCode, strings.TrimSpace(string(b)), err
 }
 
 func randomString(n int) string {

@@ -55,6 +55,13 @@ func TestDemoRunsEndToEndAndLeavesNothingBehind(t *testing.T) {
 		"200 OK, the full key",
 		"verify_api_key(<key>) → valid",
 		"a second pick-up answers 404",
+		"user1@example.com's access token (as Supabase Auth would sign it, valid 1h): eyJ",
+		"POST /v1/keys {\"name\":\"laptop\",\"expires_in\":\"720h\"} → 201, a new key shown once: sk_",
+		"the example app, now: GET /api/whoami with the key → 200",
+		"the example app, once disabled: GET /api/whoami with the key → 401",
+		"the example app, once enabled again: GET /api/whoami with the key → 200",
+		"the example app, once revoked: GET /api/whoami with the key → 401",
+		"GET /v1/keys → laptop (user) revoked, default (signup) valid",
 		"keyworker stopped",
 		"removed the throwaway PostgreSQL",
 	} {
