@@ -68,7 +68,7 @@ var settings = []setting{
 	{env: "KEYWORKER_DASHBOARD_USER", flag: "dashboard-user", help: "River UI basic-auth user", groups: []string{"run"}},
 	{env: "KEYWORKER_DASHBOARD_PASSWORD", flag: "dashboard-password", help: "River UI basic-auth password", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_DASHBOARD_TOKEN", flag: "dashboard-token", help: "River UI bearer token (alternative to user/password)", secret: true, groups: []string{"run"}},
-	{env: "KEYWORKER_WEBHOOK_URL", flag: "webhook-url", help: "notice webhook (Standard Webhooks), called once per new key", groups: []string{"run"}},
+	{env: "KEYWORKER_WEBHOOK_URL", flag: "webhook-url", help: "notice webhook (Standard Webhooks), called once per key and event: api_key.created, .rotated, .revoked, .disabled, .expiring, .expired", groups: []string{"run"}},
 	{env: "KEYWORKER_WEBHOOK_ALLOW_HTTP", flag: "webhook-allow-http", def: "false", help: "allow an http:// KEYWORKER_WEBHOOK_URL to a host other than this machine (notices cross the network unencrypted)", groups: []string{"run"}},
 	{env: "KEYWORKER_WEBHOOK_SECRET", flag: "webhook-secret", help: "whsec_<base64> secret that signs webhook calls", secret: true, groups: []string{"run"}},
 	{env: "KEYWORKER_SMTP_URL", flag: "smtp-url", help: "notice email server, smtp://user:pass@host:587 (STARTTLS) or smtps://...:465", secret: true, groups: []string{"run"}},
