@@ -238,6 +238,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	say("  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -d '{\"name\":\"laptop\"}' %s/v1/keys   # a new key, shown once", base)
 	say("  curl -s -H \"Authorization: Bearer $TOKEN\" %s/v1/keys   # %s's keys (metadata and status, never secrets)", base, who)
 	say("  curl -s -H 'Authorization: Bearer <a key>' %s   # the example app, behind keyauth's middleware", appURL)
+	say("  curl -s -X POST -H 'Authorization: Bearer %s' -d '{\"key\":\"<a key>\"}' %s/v1/keys/verify   # what your backend does: the demo's service token (KEYWORKER_VERIFY_TOKENS)", serviceToken, base)
 	say("  psql '%s' -c \"insert into auth.users (id, email, created_at) values (gen_random_uuid(), 'you@example.com', now())\"", dbURL)
 	say("  psql '%s' -c 'select id, user_id, last4, created_at from keyworker.api_keys'", dbURL)
 	say("  DATABASE_URL='%s' go run ./cmd/worker trace %s   # user1's history: jobs, key, notices, pick-up", dbURL, ids[0])
