@@ -510,6 +510,24 @@ func TestMetricsMatchDatabase(t *testing.T) {
 	if v, ok := m.value("keyworker_checkpoint_age_seconds"); !ok || v < 0 || v > ckAge+1 {
 		t.Errorf("keyworker_checkpoint_age_seconds = %v (present %t), the checkpoint is %.1fs old", v, ok, ckAge)
 	}
+	// Each webhook delivery was timed; each completed batch job's size
+	// counted (River reports completions a moment after they commit).
+	v, ok = m.value("keyworker_notice_send_seconds_count", "sink", "webhook", "outcome", "sent")
+	check(`keyworker_notice_send_seconds_count{sink="webhook",outcome="sent"}`, v, ok,
+		f.count(`SELECT count(*) FROM keyworker.key_events WHERE event = 'notified' AND detail->>'sink' = 'webhook'`))
+	for _, k := range []struct{ kind, items string }{{jobs.KindCreateKeys, "user_ids"}, {jobs.KindDeliverNotices, "key_ids"}} {
+		want := f.count(`SELECT coalesce(sum(jsonb_array_length(args->'`+k.items+`')), 0) FROM keyworker.river_job WHERE kind = $1 AND state = 'completed'`, k.kind)
+		waitFor(t, 10*time.Second, "keyworker_job_batch_size_sum of "+k.kind+" to match its completed jobs", func() (bool, error) {
+			v, _ := scrapeMetrics(t, d).value("keyworker_job_batch_size_sum", "kind", k.kind)
+			return v == float64(want) && want > 0, nil
+		})
+		if v, ok := m.value("keyworker_job_run_seconds_count", "kind", k.kind, "outcome", "completed"); !ok || v < 1 {
+			t.Errorf("keyworker_job_run_seconds_count{kind=%q,outcome=completed} = %v (present %t)", k.kind, v, ok)
+		}
+	}
+	if v, ok := m.value("keyworker_queue_oldest_available_seconds"); !ok || v < 0 {
+		t.Errorf("keyworker_queue_oldest_available_seconds = %v (present %t)", v, ok)
+	}
 	// The source agrees with the counters.
 	st := d.SourceStatus()
 	if st.Signups != uint64(len(regular)) || st.Filtered != 3 {
