@@ -503,6 +503,10 @@ func TestMetricsMatchDatabase(t *testing.T) {
 	if _, ok := m.value("keyworker_slot_lag_bytes"); !ok {
 		t.Error("keyworker_slot_lag_bytes is missing")
 	}
+	lag, _ := m.value("keyworker_slot_lag_bytes")
+	if v, ok := m.value("keyworker_slot_wal_retained_bytes"); !ok || v < lag {
+		t.Errorf("keyworker_slot_wal_retained_bytes = %v (present %t), want at least the lag %v (restart_lsn is at or before confirmed_flush_lsn)", v, ok, lag)
+	}
 	var ckAge float64
 	if err := f.db.QueryRow(ctx, `SELECT extract(epoch FROM now() - updated_at)::float8 FROM keyworker.replication_checkpoints WHERE slot_name = $1`, f.slot).Scan(&ckAge); err != nil {
 		t.Fatal(err)

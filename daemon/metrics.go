@@ -16,6 +16,9 @@ import (
 	"github.com/keyworker/keyworker/notify"
 )
 
+// revealOutcomes are the outcomes server.Config.OnReveal reports.
+var revealOutcomes = []string{"revealed", "nothing", "unauthorized", "rate_limited", "error"}
+
 var batchSizeBuckets = []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
 
 func (d *Daemon) onBatch(b listener.Batch) {
@@ -61,6 +64,16 @@ func (d *Daemon) registerMetrics() {
 	d.keysCreated.Store(&keysCreated)
 	m.Counter("keyworker_signups_captured_total", "Signups handed off to River by this process.")
 	m.Counter("keyworker_reconcile_found_total", "Eligible users without a key found by reconcile runs.")
+	// And the labelled ones whose values are known, so that rates and
+	// increases see their first event (alert rules use them).
+	for _, s := range d.senders {
+		for _, outcome := range []string{"sent", "failed", "discarded"} {
+			m.Counter("keyworker_notices_total", "Notices by sink and outcome.", "sink", s.Name(), "outcome", outcome)
+		}
+	}
+	for _, outcome := range revealOutcomes {
+		m.Counter("keyworker_reveals_total", "Reveal requests by outcome.", "outcome", outcome)
+	}
 	states := []string{"available", "scheduled", "running", "retryable", "completed", "cancelled", "discarded", "pending"}
 	m.OnScrape(func(ctx context.Context) {
 		st := d.SourceStatus()
@@ -89,6 +102,9 @@ func (d *Daemon) registerMetrics() {
 		}
 		if db.lag != nil {
 			m.Gauge("keyworker_slot_lag_bytes", "WAL the slot holds back: current WAL position minus confirmed_flush_lsn.").Set(float64(*db.lag))
+		}
+		if db.retained != nil {
+			m.Gauge("keyworker_slot_wal_retained_bytes", "WAL the server keeps on disk for the slot: current WAL position minus restart_lsn.").Set(float64(*db.retained))
 		}
 		if db.outbox != nil {
 			m.Gauge("keyworker_outbox_signups", "Signups waiting in listen mode's outbox.").Set(float64(*db.outbox))
@@ -193,7 +209,10 @@ const metricsQueryTimeout = 3 * time.Second
 type dbStats struct {
 	depth map[string]float64 // nil when the query failed
 	lag   *int64
-	age   *float64
+	// retained is the WAL the slot keeps on the server's disk (from its
+	// restart_lsn).
+	retained *int64
+	age      *float64
 	// oldestAvailable is the wait in seconds of the oldest available job.
 	oldestAvailable float64
 	// outbox is listen mode's outbox depth.
@@ -255,7 +274,8 @@ func (d *Daemon) queryStats(ctx context.Context) dbStats {
 	}
 	if d.Capture().Mode == ModeLogical {
 		slot := d.SourceStatus().Slot
-		_ = d.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&out.lag)
+		_ = d.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+			FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&out.lag, &out.retained)
 		_ = d.pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - updated_at)::float8 FROM `+pgx.Identifier{d.cfg.Schema, "replication_checkpoints"}.Sanitize()+` WHERE slot_name = $1`, slot).Scan(&out.age)
 	} else {
 		_ = d.pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{d.cfg.Schema, listener.OutboxTable}.Sanitize()).Scan(&out.outbox)

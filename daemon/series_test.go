@@ -2,17 +2,27 @@ package daemon_test
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
 	"github.com/keyworker/keyworker/daemon"
+	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/notify"
 )
 
@@ -55,6 +65,16 @@ func TestMetricsSeriesAreKept(t *testing.T) {
 		f.waitCount(30*time.Second, "a notice delivered or discarded per user", len(users),
 			`SELECT count(*) FROM keyworker.key_events WHERE event IN ('notified', 'notify_discarded')`)
 		f.waitQuiet(30 * time.Second)
+		// A second job for a user who has a key: skipped, key_exists.
+		rc, err := river.NewClient(riverpgxv5.New(f.db), &river.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rc.Insert(context.Background(), jobs.CreateKeysArgs{UserIDs: users[1:2], Source: "test"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		f.waitCount(30*time.Second, "the repeat to be skipped", 1, `SELECT count(*) FROM keyworker.key_events WHERE event = 'skipped' AND user_id = $1`, users[1])
+		f.waitQuiet(30 * time.Second)
 		if a := reveal(t, d, f.token(users[0])); a.status != http.StatusOK {
 			t.Fatalf("reveal: %d %s", a.status, a.body)
 		}
@@ -66,6 +86,15 @@ func TestMetricsSeriesAreKept(t *testing.T) {
 			addr = d.Addr()
 		}
 		status, body := get(t, "http://"+addr+"/metrics")
+		if status != http.StatusOK {
+			t.Fatalf("/metrics answered %d: %s", status, body)
+		}
+		// River reports job completions a moment after they commit.
+		waitFor(t, 10*time.Second, "River's completion of the repeat job to be observed", func() (bool, error) {
+			_, ok := scrapeMetrics(t, d).value("keyworker_keys_skipped_total", "reason", "key_exists")
+			return ok, nil
+		})
+		status, body = get(t, "http://"+addr+"/metrics")
 		if status != http.StatusOK {
 			t.Fatalf("/metrics answered %d: %s", status, body)
 		}
@@ -135,6 +164,7 @@ func TestMetricsSeriesAreKept(t *testing.T) {
 	if nFam < 15 || nSeries < 50 {
 		t.Fatalf("%s holds %d families and %d series: too few to be the worker's", seriesFile, nFam, nSeries)
 	}
+	checkDeploySeries(t, families)
 	if !sawGo || !sawProcess {
 		t.Errorf("go_goroutines served: %t, process_resident_memory_bytes served: %t; want both", sawGo, sawProcess)
 	}
@@ -220,4 +250,96 @@ func seriesFamily(series string, families map[string]string) string {
 		}
 	}
 	return name
+}
+
+// deploySeriesRe finds the series a rule or panel names: the worker's own
+// and those of client_golang's collectors. (up and ALERTS are Prometheus's
+// own.)
+var deploySeriesRe = regexp.MustCompile(`\b(?:keyworker|go|process|promhttp)_[a-z0-9_]+\b`)
+
+// checkDeploySeries: every series that deploy/prometheus's rules and
+// deploy/grafana's dashboards name is one of families (a histogram's
+// _bucket, _sum and _count count as its family), the families a running
+// worker served.
+func checkDeploySeries(t *testing.T, families map[string]string) {
+	t.Helper()
+	var files []string
+	for _, pattern := range []string{"../deploy/prometheus/*.yaml", "../deploy/grafana/*.json"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	named := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, ".test.yaml") {
+			continue // promtool's test input, not a rule
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(b)
+		if strings.HasSuffix(f, ".json") {
+			// A Grafana dashboard: the queries of its panels.
+			var dash struct {
+				Panels []struct {
+					Title   string `json:"title"`
+					Targets []struct {
+						Expr string `json:"expr"`
+					} `json:"targets"`
+				} `json:"panels"`
+			}
+			if err := json.Unmarshal(b, &dash); err != nil {
+				t.Fatalf("%s is not JSON: %v", f, err)
+			}
+			var exprs []string
+			for _, p := range dash.Panels {
+				for _, q := range p.Targets {
+					if q.Expr == "" {
+						t.Errorf("%s: panel %q has a query without an expression", f, p.Title)
+					}
+					exprs = append(exprs, q.Expr)
+				}
+			}
+			text = strings.Join(exprs, "\n")
+			checkPromQL(t, f, exprs)
+		}
+		for _, name := range deploySeriesRe.FindAllString(text, -1) {
+			named++
+			fam := seriesFamily(name, families)
+			if _, ok := families[fam]; !ok {
+				t.Errorf("%s names %s, which the worker does not serve", f, name)
+			}
+		}
+	}
+	if len(files) < 2 || named < 30 {
+		t.Fatalf("%d deploy files name %d series: is the glob or the pattern wrong?", len(files), named)
+	}
+}
+
+// checkPromQL has promtool parse a dashboard's queries, with Grafana's
+// variables given values, as recording rules.
+func checkPromQL(t *testing.T, file string, exprs []string) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Logf("promtool is not installed (apt-get install prometheus): %s's queries are not parsed", file)
+		return
+	}
+	vars := strings.NewReplacer("$__rate_interval", "5m", "$job", ".*")
+	var b strings.Builder
+	b.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	for i, e := range exprs {
+		q, _ := json.Marshal(vars.Replace(e)) // a JSON string is a YAML string
+		fmt.Fprintf(&b, "      - record: panel_query_%d\n        expr: %s\n", i, q)
+	}
+	rules := filepath.Join(t.TempDir(), "dashboard.yaml")
+	if err := os.WriteFile(rules, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "rules", rules).CombinedOutput(); err != nil {
+		t.Errorf("%s: promtool does not parse its queries: %v\n%s", file, err, out)
+	}
 }
