@@ -85,8 +85,9 @@ func run(ctx context.Context, args []string, e env) error {
 		if c.extraFlags != nil {
 			c.extraFlags(fs)
 		}
+		// Asked for (--help), the usage is the answer: standard output.
 		printUsage := func() {
-			fs.SetOutput(e.stderr)
+			fs.SetOutput(e.stdout)
 			fmt.Fprintf(fs.Output(), "usage: worker %s %s\n\n%s\n\nsettings (flag, environment variable):\n", c.name, c.args, c.summary)
 			printSettingsFor(fs.Output(), c.name)
 			extra := false
