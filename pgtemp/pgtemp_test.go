@@ -1,8 +1,8 @@
 package pgtemp_test
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
