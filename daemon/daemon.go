@@ -452,7 +452,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		Schema:                cfg.Schema,
 		Table:                 cfg.Table,
 		Store:                 d.store,
-		Senders:               d.senders,
+		Senders:               d.timedSenders(),
 		RevealURL:             publicURL + "/v1/keys/reveal",
 		PickupURL:             cfg.PickupURL,
 		ExpiringNoticeBefore:  cfg.ExpiringNoticeBefore,
@@ -506,6 +506,8 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		// Only `worker status` reads it: not a reason to stop.
 		d.log.Warn("the capture path is not recorded for `worker status`", "component", "daemon", "error", err)
 	}
+	events, _ := d.jobs.River().Subscribe(jobEventKinds...)
+	go d.watchJobs(runCtx, events)
 	if err := d.jobs.Start(runCtx); err != nil {
 		return fmt.Errorf("starting River: %w", err)
 	}

@@ -505,12 +505,34 @@ func TestMetricsMatchDatabase(t *testing.T) {
 	if _, ok := m.value("keyworker_slot_lag_bytes"); !ok {
 		t.Error("keyworker_slot_lag_bytes is missing")
 	}
+	lag, _ := m.value("keyworker_slot_lag_bytes")
+	if v, ok := m.value("keyworker_slot_wal_retained_bytes"); !ok || v < lag {
+		t.Errorf("keyworker_slot_wal_retained_bytes = %v (present %t), want at least the lag %v (restart_lsn is at or before confirmed_flush_lsn)", v, ok, lag)
+	}
 	var ckAge float64
 	if err := f.db.QueryRow(ctx, `SELECT extract(epoch FROM now() - updated_at)::float8 FROM keyworker.replication_checkpoints WHERE slot_name = $1`, f.slot).Scan(&ckAge); err != nil {
 		t.Fatal(err)
 	}
 	if v, ok := m.value("keyworker_checkpoint_age_seconds"); !ok || v < 0 || v > ckAge+1 {
 		t.Errorf("keyworker_checkpoint_age_seconds = %v (present %t), the checkpoint is %.1fs old", v, ok, ckAge)
+	}
+	// Each webhook delivery was timed; each completed batch job's size
+	// counted (River reports completions a moment after they commit).
+	v, ok = m.value("keyworker_notice_send_seconds_count", "sink", "webhook", "outcome", "sent")
+	check(`keyworker_notice_send_seconds_count{sink="webhook",outcome="sent"}`, v, ok,
+		f.count(`SELECT count(*) FROM keyworker.key_events WHERE event = 'notified' AND detail->>'sink' = 'webhook'`))
+	for _, k := range []struct{ kind, items string }{{jobs.KindCreateKeys, "user_ids"}, {jobs.KindDeliverNotices, "key_ids"}} {
+		want := f.count(`SELECT coalesce(sum(jsonb_array_length(args->'`+k.items+`')), 0) FROM keyworker.river_job WHERE kind = $1 AND state = 'completed'`, k.kind)
+		waitFor(t, 10*time.Second, "keyworker_job_batch_size_sum of "+k.kind+" to match its completed jobs", func() (bool, error) {
+			v, _ := scrapeMetrics(t, d).value("keyworker_job_batch_size_sum", "kind", k.kind)
+			return v == float64(want) && want > 0, nil
+		})
+		if v, ok := m.value("keyworker_job_run_seconds_count", "kind", k.kind, "outcome", "completed"); !ok || v < 1 {
+			t.Errorf("keyworker_job_run_seconds_count{kind=%q,outcome=completed} = %v (present %t)", k.kind, v, ok)
+		}
+	}
+	if v, ok := m.value("keyworker_queue_oldest_available_seconds"); !ok || v < 0 {
+		t.Errorf("keyworker_queue_oldest_available_seconds = %v (present %t)", v, ok)
 	}
 	// The source agrees with the counters.
 	st := d.SourceStatus()

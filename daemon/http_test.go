@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keyworker/keyworker/daemon"
+	"github.com/keyworker/keyworker/jobs"
 )
 
 // TestDashboardRefusesCrossSiteWrites: River UI's own API, open on loopback
@@ -133,7 +134,7 @@ poll:
 		case <-done:
 			break poll
 		case <-time.After(100 * time.Millisecond):
-			n := f.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT state::text, count(*) FROM%' AND state = 'active'`)
+			n := f.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT state::text, count(*),%' AND state = 'active'`)
 			maxWaiting = max(maxWaiting, n)
 		}
 	}
@@ -151,4 +152,33 @@ poll:
 	if got := discarded(); got != before+1 {
 		t.Errorf("after a failed reading, discarded = %v, want the last value %v", got, before+1)
 	}
+}
+
+// TestOldestAvailableJobIsMeasured: with the keys queue paused, a signup's
+// create-keys job waits, and keyworker_queue_oldest_available_seconds says
+// for how long; once the queue resumes it drops back to 0 and the job's
+// wait is in keyworker_job_queue_wait_seconds.
+func TestOldestAvailableJobIsMeasured(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.pauseQueue(jobs.QueueKeys)
+	d := f.start(f.config(daemon.ModeListen))
+	u := f.signUp(false)
+	f.waitJobsFor([]string{u})
+	waitFor(t, 20*time.Second, "the waiting job to be over 1s old in /metrics", func() (bool, error) {
+		v, ok := scrapeMetrics(t, d).value("keyworker_queue_oldest_available_seconds")
+		return ok && v >= 1, nil
+	})
+	f.resumeQueue(jobs.QueueKeys)
+	waitFor(t, 20*time.Second, "the key", func() (bool, error) { return f.keyOf(u) != "", nil })
+	waitFor(t, 20*time.Second, "the create-keys job's wait of 1s or more to be observed", func() (bool, error) {
+		m := scrapeMetrics(t, d)
+		n, _ := m.value("keyworker_job_queue_wait_seconds_count", "kind", jobs.KindCreateKeys)
+		under1, _ := m.value("keyworker_job_queue_wait_seconds_bucket", "kind", jobs.KindCreateKeys, "le", "1")
+		return n >= 1 && n > under1, nil
+	})
+	waitFor(t, 20*time.Second, "the gauge to drop back to 0", func() (bool, error) {
+		v, ok := scrapeMetrics(t, d).value("keyworker_queue_oldest_available_seconds")
+		return ok && v == 0, nil
+	})
 }

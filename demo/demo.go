@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -56,6 +57,12 @@ type Config struct {
 	Logger *slog.Logger
 	// PG configures the throwaway server.
 	PG pgtemp.Config
+	// ServerURL, when set, is a superuser connection string to an existing
+	// server (`worker demo` takes TEST_DATABASE_URL): the demo then makes a
+	// database of its own there instead of starting a throwaway server, and
+	// drops it, with its replication slot, at the end. Without
+	// wal_level=logical there, auto mode runs listen mode.
+	ServerURL string
 	// OnReady, when set, is called once the scripted part is done, with
 	// what a user would now open; the demo keeps running until ctx ends.
 	OnReady func(Ready)
@@ -85,29 +92,59 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
 
-	say("▸ starting a throwaway PostgreSQL (wal_level=logical)…")
-	pg, err := pgtemp.Start(ctx, cfg.PG)
-	if err != nil {
-		return err
+	adminURL, dbName, slot, where := cfg.ServerURL, "app", "", ""
+	if adminURL == "" {
+		say("▸ starting a throwaway PostgreSQL (wal_level=logical)…")
+		pg, err := pgtemp.Start(ctx, cfg.PG)
+		if err != nil {
+			if errors.Is(err, pgtemp.ErrNoBinaries) {
+				return fmt.Errorf("%w; or set TEST_DATABASE_URL to a superuser connection to a server of your own, and the demo runs in a database of its own there", err)
+			}
+			return err
+		}
+		defer func() {
+			_ = pg.Stop()
+			say("▸ removed the throwaway PostgreSQL and its data directory %s", pg.Dir())
+		}()
+		adminURL = pg.URL("postgres")
+		where = fmt.Sprintf("PostgreSQL %d on 127.0.0.1:%d, database app", pg.Version(), pg.Port())
+	} else {
+		// A server others use: names of our own, for the database and the
+		// cluster-wide slot.
+		dbName = strings.ReplaceAll(fmt.Sprintf("keyworker_demo_%d_%s", os.Getpid(), strings.ToLower(randomString(6))), "-", "_")
+		slot = dbName
+		say("▸ using the server of TEST_DATABASE_URL: a database of the demo's own there, dropped at the end…")
 	}
-	defer func() {
-		_ = pg.Stop()
-		say("▸ removed the throwaway PostgreSQL and its data directory %s", pg.Dir())
-	}()
-	admin, err := pgx.Connect(ctx, pg.URL("postgres"))
+	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
-		return err
+		return fmt.Errorf("connecting to the demo's server: %w", err)
 	}
-	_, err = admin.Exec(ctx, `CREATE DATABASE app`)
+	if where == "" {
+		var version string
+		_ = admin.QueryRow(ctx, `SELECT current_setting('server_version')`).Scan(&version)
+		where = fmt.Sprintf("PostgreSQL %s on the server of TEST_DATABASE_URL, database %s", version, dbName)
+	}
+	_, err = admin.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{dbName}.Sanitize())
 	admin.Close(context.Background())
 	if err != nil {
 		return fmt.Errorf("creating the demo database: %w", err)
 	}
-	dbURL := pg.URL("app")
+	if cfg.ServerURL != "" {
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := pgtemp.DropDatabase(dctx, adminURL, dbName); err != nil {
+				say("▸ could not drop the demo database %s: %v", dbName, err)
+				return
+			}
+			say("▸ dropped the demo database %s and its replication slot", dbName)
+		}()
+	}
+	dbURL := pgtemp.DatabaseURL(adminURL, dbName)
 	if err := pgtemp.SetupSupabase(ctx, dbURL); err != nil {
 		return err
 	}
-	say("  PostgreSQL %d on 127.0.0.1:%d, database app, with a Supabase-shaped auth.users", pg.Version(), pg.Port())
+	say("  %s, with a Supabase-shaped auth.users", where)
 
 	sealing, err := keys.GenerateSealingKey()
 	if err != nil {
@@ -128,6 +165,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	d, err := daemon.New(daemon.Config{
 		DatabaseURL:       dbURL,
 		Mode:              cfg.Mode,
+		SlotName:          slot,
 		SealingKey:        sealingKey,
 		Tokens:            accesstoken.Config{JWTSecret: []byte(jwtSecret)},
 		HTTP:              server.Config{Addr: addr, DashboardUser: "admin", DashboardPassword: password, VerifyTokens: []string{serviceToken}},

@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keyworker/keyworker/pgtemp"
 )
 
 // TestDashboardInARealBrowser runs the demo, then opens the River UI in
@@ -30,7 +34,8 @@ func TestDashboardInARealBrowser(t *testing.T) {
 	var out bytes.Buffer
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(demoCtx, Config{HTTPAddr: "127.0.0.1:0", Users: 3, Out: &out, OnReady: func(r Ready) { ready <- r }})
+		done <- Run(demoCtx, Config{HTTPAddr: "127.0.0.1:0", Users: 3, Out: &out, OnReady: func(r Ready) { ready <- r },
+			ServerURL: os.Getenv(pgtemp.EnvTestDatabaseURL)})
 	}()
 	var r Ready
 	select {
@@ -45,7 +50,7 @@ func TestDashboardInARealBrowser(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Errorf("demo: %v", err)
 		}
-		if !strings.Contains(out.String(), "removed the throwaway PostgreSQL") {
+		if !strings.Contains(out.String(), "removed the throwaway PostgreSQL") && !strings.Contains(out.String(), "dropped the demo database") {
 			t.Errorf("demo did not clean up:\n%s", out.String())
 		}
 	}()
@@ -103,5 +108,53 @@ func TestDashboardInARealBrowser(t *testing.T) {
 	status, err := b.eval(ctx, `fetch("/riverui/api/jobs?state=completed", {credentials: "omit"}).then(r => String(r.status))`)
 	if err != nil || status != "401" {
 		t.Fatalf("the browser's request without credentials got %q (%v), want 401", status, err)
+	}
+}
+
+// TestDemoOnAnExistingServer: with ServerURL (TEST_DATABASE_URL) the demo
+// runs in a database of its own on that server, in logical mode on a slot
+// of its own, and drops both at the end, leaving the server as it was.
+func TestDemoOnAnExistingServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv, err := pgtemp.Start(ctx, pgtemp.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = srv.Stop() }()
+	admin, err := pgx.Connect(ctx, srv.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	count := func(q string) int {
+		t.Helper()
+		var n int
+		if err := admin.QueryRow(ctx, q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	databases := count(`SELECT count(*) FROM pg_database`)
+
+	var out bytes.Buffer
+	err = Run(ctx, Config{HTTPAddr: "127.0.0.1:0", Users: 2, Exit: true, Out: &out, ServerURL: srv.URL("postgres")})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"using the server of TEST_DATABASE_URL", "on the server of TEST_DATABASE_URL, database keyworker_demo_",
+		"reading signups by logical replication", "verify_api_key(<key>) → valid", "dropped the demo database keyworker_demo_"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "throwaway PostgreSQL") {
+		t.Errorf("the demo started a server of its own:\n%s", out.String())
+	}
+	if n := count(`SELECT count(*) FROM pg_database`); n != databases {
+		t.Errorf("%d databases after the demo, %d before", n, databases)
+	}
+	if n := count(`SELECT count(*) FROM pg_replication_slots`); n != 0 {
+		t.Errorf("%d replication slots left after the demo", n)
 	}
 }

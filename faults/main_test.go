@@ -51,6 +51,9 @@ func runMain(m *testing.M) int {
 	}
 	built := time.Since(start)
 
+	if os.Getenv(pgtemp.EnvTestDatabaseURL) != "" {
+		fmt.Fprintf(os.Stderr, "faults: %s is set but not used: the suite restarts and breaks its PostgreSQL, so it always starts one of its own (it needs the server binaries)\n", pgtemp.EnvTestDatabaseURL)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	server, err = pgtemp.Start(ctx, pgtemp.Config{Settings: map[string]string{
 		// A WAL sender whose worker was killed notices the dead peer at

@@ -1,247 +1,193 @@
-// Package metrics is a small Prometheus text-format registry: counters,
-// gauges, histograms, and gauges computed at scrape time. keyworker needs a
-// dozen series, not a client library; this keeps the dependency list to the
-// core. All types are safe for concurrent use.
+// Package metrics gives keyworker's parts a small by-name API over a
+// github.com/prometheus/client_golang registry: counters, gauges and
+// histograms looked up by name and label pairs, gauges refreshed at scrape
+// time, and a promhttp handler with the Go runtime and process collectors
+// operators expect (go_*, process_*) beside keyworker's own series.
+//
+// A family's type and label names are fixed by its first use; a later use
+// with another type or other label names is a programming error and panics,
+// as client_golang's own registration does. All types are safe for
+// concurrent use.
 package metrics
 
 import (
 	"context"
 	"fmt"
-	"io"
-	"math"
 	"net/http"
-	"sort"
-	"strconv"
-	"strings"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
-// Registry holds metric families and writes them in the Prometheus text
-// exposition format (version 0.0.4).
+const (
+	// MaxScrapesInFlight is how many /metrics requests are served at once;
+	// more get 503 at once. Prometheus scrapes one at a time per target, so
+	// this only bounds a misbehaving client.
+	MaxScrapesInFlight = 10
+	// ScrapeTimeout bounds one /metrics request, the OnScrape functions
+	// included; past it the answer is 503. It is longer than the
+	// database readings' own bound (3s), so a slow database gives gauges'
+	// last values, not an error.
+	ScrapeTimeout = 10 * time.Second
+)
+
+// DefaultBuckets suit latencies in seconds from a millisecond to a minute.
+var DefaultBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// Registry holds keyworker's metric families in a prometheus.Registry with
+// the Go and process collectors.
 type Registry struct {
+	reg *prometheus.Registry
+
 	mu       sync.Mutex
 	families map[string]*family
 	scrapers []func(ctx context.Context)
 }
 
 type family struct {
-	name, help, typ string
-	mu              sync.Mutex
-	series          map[string]series // by rendered labels
+	typ    string
+	labels []string
+	vec    any // *prometheus.CounterVec, *prometheus.GaugeVec or *prometheus.HistogramVec
 }
 
-type series interface {
-	write(w io.Writer, name, labels string)
+// New returns a registry holding the Go runtime and process collectors.
+func New() *Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Registry{reg: reg, families: map[string]*family{}}
 }
 
-// New returns an empty registry.
-func New() *Registry { return &Registry{families: map[string]*family{}} }
+// Prometheus is the underlying registry, to register collectors of one's
+// own or to gather in tests.
+func (r *Registry) Prometheus() *prometheus.Registry { return r.reg }
 
-func (r *Registry) family(name, help, typ string) *family {
+// splitPairs turns ("k1", "v1", "k2", "v2") into names and values.
+func splitPairs(name string, kv []string) (names, values []string) {
+	if len(kv)%2 != 0 {
+		panic(fmt.Sprintf("metrics: %s: odd number of label strings %q", name, kv))
+	}
+	for i := 0; i < len(kv); i += 2 {
+		names = append(names, kv[i])
+		values = append(values, kv[i+1])
+	}
+	return names, values
+}
+
+// family returns name's family, making and registering it with mk on first
+// use.
+func (r *Registry) family(name, typ string, labels []string, mk func() prometheus.Collector) *family {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f, ok := r.families[name]
 	if !ok {
-		f = &family{name: name, help: help, typ: typ, series: map[string]series{}}
+		c := mk()
+		r.reg.MustRegister(c)
+		f = &family{typ: typ, labels: labels, vec: c}
 		r.families[name] = f
 	}
 	if f.typ != typ {
-		panic(fmt.Sprintf("metrics: %s registered as %s and %s", name, f.typ, typ))
+		panic(fmt.Sprintf("metrics: %s registered as %s and used as %s", name, f.typ, typ))
+	}
+	if !slices.Equal(f.labels, labels) {
+		panic(fmt.Sprintf("metrics: %s registered with labels %q and used with %q", name, f.labels, labels))
 	}
 	return f
 }
 
-// Labels renders label pairs ("k1", "v1", "k2", "v2") in the exposition form.
-func Labels(kv ...string) string {
-	if len(kv) == 0 {
-		return ""
-	}
-	var b strings.Builder
-	b.WriteByte('{')
-	for i := 0; i+1 < len(kv); i += 2 {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(kv[i])
-		b.WriteString(`="`)
-		b.WriteString(strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`).Replace(kv[i+1]))
-		b.WriteByte('"')
-	}
-	b.WriteByte('}')
-	return b.String()
-}
-
-func getOrAdd[T series](f *family, labels string, mk func() T) T {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if s, ok := f.series[labels]; ok {
-		return s.(T)
-	}
-	s := mk()
-	f.series[labels] = s
-	return s
-}
-
-// Counter is a monotonically increasing value.
-type Counter struct{ v atomic.Uint64 }
+// Counter is a monotonically increasing count.
+type Counter struct{ c prometheus.Counter }
 
 // Add adds n.
-func (c *Counter) Add(n uint64) { c.v.Add(n) }
+func (c Counter) Add(n uint64) { c.c.Add(float64(n)) }
 
 // Inc adds one.
-func (c *Counter) Inc() { c.v.Add(1) }
+func (c Counter) Inc() { c.c.Inc() }
 
-// Value is the current count.
-func (c *Counter) Value() uint64 { return c.v.Load() }
-
-func (c *Counter) write(w io.Writer, name, labels string) {
-	fmt.Fprintf(w, "%s%s %d\n", name, labels, c.v.Load())
-}
-
-// Counter returns the counter with the given labels, creating it.
-func (r *Registry) Counter(name, help string, labelPairs ...string) *Counter {
-	return getOrAdd(r.family(name, help, "counter"), Labels(labelPairs...), func() *Counter { return &Counter{} })
+// Counter returns the counter with the given label pairs, creating it (it
+// is then served as 0).
+func (r *Registry) Counter(name, help string, labelPairs ...string) Counter {
+	names, values := splitPairs(name, labelPairs)
+	f := r.family(name, "counter", names, func() prometheus.Collector {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, names)
+	})
+	return Counter{f.vec.(*prometheus.CounterVec).WithLabelValues(values...)}
 }
 
 // Gauge is a value that goes up and down.
-type Gauge struct{ bits atomic.Uint64 }
+type Gauge struct{ g prometheus.Gauge }
 
 // Set sets the value.
-func (g *Gauge) Set(v float64) { g.bits.Store(math.Float64bits(v)) }
+func (g Gauge) Set(v float64) { g.g.Set(v) }
 
-// Value is the current value.
-func (g *Gauge) Value() float64 { return math.Float64frombits(g.bits.Load()) }
-
-func (g *Gauge) write(w io.Writer, name, labels string) {
-	fmt.Fprintf(w, "%s%s %s\n", name, labels, formatFloat(g.Value()))
+// Gauge returns the gauge with the given label pairs, creating it.
+func (r *Registry) Gauge(name, help string, labelPairs ...string) Gauge {
+	names, values := splitPairs(name, labelPairs)
+	f := r.family(name, "gauge", names, func() prometheus.Collector {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, names)
+	})
+	return Gauge{f.vec.(*prometheus.GaugeVec).WithLabelValues(values...)}
 }
-
-// Gauge returns the gauge with the given labels, creating it.
-func (r *Registry) Gauge(name, help string, labelPairs ...string) *Gauge {
-	return getOrAdd(r.family(name, help, "gauge"), Labels(labelPairs...), func() *Gauge { return &Gauge{} })
-}
-
-// DefaultBuckets suit latencies in seconds from a millisecond to a minute.
-var DefaultBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 
 // Histogram counts observations in buckets.
-type Histogram struct {
-	mu      sync.Mutex
-	bounds  []float64
-	counts  []uint64
-	sum     float64
-	samples uint64
-}
+type Histogram struct{ o prometheus.Observer }
 
 // Observe records one value.
-func (h *Histogram) Observe(v float64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for i, b := range h.bounds {
-		if v <= b {
-			h.counts[i]++
-		}
-	}
-	h.sum += v
-	h.samples++
-}
+func (h Histogram) Observe(v float64) { h.o.Observe(v) }
 
 // ObserveDuration records a duration in seconds.
-func (h *Histogram) ObserveDuration(d time.Duration) { h.Observe(d.Seconds()) }
+func (h Histogram) ObserveDuration(d time.Duration) { h.o.Observe(d.Seconds()) }
 
-// Count is the number of observations.
-func (h *Histogram) Count() uint64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.samples
-}
-
-func (h *Histogram) write(w io.Writer, name, labels string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	inner := strings.TrimSuffix(strings.TrimPrefix(labels, "{"), "}")
-	sep := ""
-	if inner != "" {
-		sep = ","
-	}
-	for i, b := range h.bounds {
-		fmt.Fprintf(w, "%s_bucket{%s%sle=\"%s\"} %d\n", name, inner, sep, formatFloat(b), h.counts[i])
-	}
-	fmt.Fprintf(w, "%s_bucket{%s%sle=\"+Inf\"} %d\n", name, inner, sep, h.samples)
-	fmt.Fprintf(w, "%s_sum%s %s\n", name, labels, formatFloat(h.sum))
-	fmt.Fprintf(w, "%s_count%s %d\n", name, labels, h.samples)
-}
-
-// Histogram returns the histogram with the given labels, creating it with
-// buckets (DefaultBuckets when nil).
-func (r *Registry) Histogram(name, help string, buckets []float64, labelPairs ...string) *Histogram {
+// Histogram returns the histogram with the given label pairs, creating its
+// family with buckets (DefaultBuckets when nil) on first use.
+func (r *Registry) Histogram(name, help string, buckets []float64, labelPairs ...string) Histogram {
 	if buckets == nil {
 		buckets = DefaultBuckets
 	}
-	return getOrAdd(r.family(name, help, "histogram"), Labels(labelPairs...), func() *Histogram {
-		return &Histogram{bounds: buckets, counts: make([]uint64, len(buckets))}
+	names, values := splitPairs(name, labelPairs)
+	f := r.family(name, "histogram", names, func() prometheus.Collector {
+		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, names)
 	})
+	return Histogram{f.vec.(*prometheus.HistogramVec).WithLabelValues(values...)}
 }
 
-// OnScrape registers a function run before each scrape, to refresh gauges
+// OnScrape registers a function run before each gather, to refresh gauges
 // whose values live elsewhere (the database, a listener's status). It should
-// be quick and bounded by the context.
+// be quick; its context ends after ScrapeTimeout.
 func (r *Registry) OnScrape(f func(ctx context.Context)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.scrapers = append(r.scrapers, f)
 }
 
-// WriteTo writes every family in the text format, sorted by name.
-func (r *Registry) WriteTo(ctx context.Context, w io.Writer) {
+// Gather runs the OnScrape functions, then gathers every family.
+func (r *Registry) Gather() ([]*dto.MetricFamily, error) {
 	r.mu.Lock()
-	scrapers := append([]func(context.Context){}, r.scrapers...)
+	scrapers := slices.Clone(r.scrapers)
 	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), ScrapeTimeout)
+	defer cancel()
 	for _, s := range scrapers {
 		s(ctx)
 	}
-	r.mu.Lock()
-	fams := make([]*family, 0, len(r.families))
-	for _, f := range r.families {
-		fams = append(fams, f)
-	}
-	r.mu.Unlock()
-	sort.Slice(fams, func(i, j int) bool { return fams[i].name < fams[j].name })
-	for _, f := range fams {
-		f.mu.Lock()
-		keys := make([]string, 0, len(f.series))
-		for k := range f.series {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", f.name, f.help, f.name, f.typ)
-		for _, k := range keys {
-			f.series[k].write(w, f.name, k)
-		}
-		f.mu.Unlock()
-	}
+	return r.reg.Gather()
 }
 
-// Handler serves the registry at /metrics.
+// Handler serves the registry at /metrics through promhttp: at most
+// MaxScrapesInFlight requests at once, each within ScrapeTimeout, in the
+// Prometheus text format (as before client_golang; OpenMetrics is not
+// offered, so scrapers see the same exposition), compressed when the
+// scraper accepts it. promhttp_metric_handler_requests_total and
+// promhttp_metric_handler_requests_in_flight count the scrapes.
 func (r *Registry) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
-		defer cancel()
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		r.WriteTo(ctx, w)
-	})
-}
-
-func formatFloat(v float64) string {
-	switch {
-	case math.IsInf(v, 1):
-		return "+Inf"
-	case math.IsInf(v, -1):
-		return "-Inf"
-	case math.IsNaN(v):
-		return "NaN"
-	}
-	return strconv.FormatFloat(v, 'g', -1, 64)
+	return promhttp.InstrumentMetricHandler(r.reg, promhttp.HandlerFor(r, promhttp.HandlerOpts{
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: MaxScrapesInFlight,
+		Timeout:             ScrapeTimeout,
+		Registry:            r.reg,
+	}))
 }

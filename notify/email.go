@@ -4,17 +4,17 @@ import (
 	"context"
 	"crypto/tls"
 	_ "embed"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
 	"net"
 	"net/mail"
-	"net/textproto"
 	"net/url"
 	"strings"
 	texttemplate "text/template"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 const (
@@ -82,8 +82,9 @@ type SMTPConfig struct {
 	// certificate. Defaults to the system roots and TLS 1.2 or newer.
 	TLSConfig *tls.Config
 
-	// HelloName is the name this client gives in EHLO. Defaults to
-	// DefaultHelloName ("localhost").
+	// HelloName is the name this client gives in EHLO (the one before
+	// STARTTLS excepted: go-smtp's client gives "localhost" there). Defaults
+	// to DefaultHelloName ("localhost").
 	HelloName string
 
 	// TextTemplate is a text/template for the plain-text part, executed on
@@ -352,14 +353,14 @@ func (e *smtpPolicyError) Error() string { return e.msg }
 // classify turns a delivery failure into a RetryableError or PermanentError.
 func (e *Email) classify(parent, attempt context.Context, stage string, err error) error {
 	var policy *smtpPolicyError
-	var reply *textproto.Error
+	var reply *smtp.SMTPError
 	switch {
 	case ctxDone(parent) != nil:
 		return retryable(fmt.Errorf("sending email via smtp %s: %s: %w", e.display, stage, ctxDone(parent)))
 	case errors.As(err, &policy):
 		return permanent(fmt.Errorf("sending email via smtp %s: %w", e.display, err))
 	case errors.As(err, &reply):
-		failure := fmt.Errorf("smtp %s answered %d %s to %s", e.display, reply.Code, cleanText(reply.Msg, 512), stage)
+		failure := fmt.Errorf("smtp %s answered %s to %s", e.display, replyText(reply), stage)
 		if reply.Code >= 400 && reply.Code < 500 {
 			return retryable(failure)
 		}
@@ -369,129 +370,4 @@ func (e *Email) classify(parent, attempt context.Context, stage string, err erro
 	default:
 		return retryable(fmt.Errorf("sending email via smtp %s: %s: %w", e.display, stage, err))
 	}
-}
-
-// deliver runs one SMTP conversation. On failure it returns the stage that
-// failed ("connect", "greeting", "EHLO", "STARTTLS", "AUTH", "MAIL FROM",
-// "RCPT TO", "DATA", "end of DATA") and the error, a *textproto.Error when the
-// server answered with an unexpected code.
-func (e *Email) deliver(ctx context.Context, to string, msg []byte) (string, error) {
-	var conn net.Conn
-	var err error
-	addr := e.display
-	if e.target.implicitTLS {
-		dialer := &tls.Dialer{Config: e.tlsConfig}
-		conn, err = dialer.DialContext(ctx, "tcp", addr)
-	} else {
-		var dialer net.Dialer
-		conn, err = dialer.DialContext(ctx, "tcp", addr)
-	}
-	if err != nil {
-		return "connect", err
-	}
-	defer func() { _ = conn.Close() }()
-	// Every read and write below obeys ctx: its deadline, and its cancellation
-	// through a deadline in the past. Deadlines on the raw connection hold
-	// for a TLS connection over it too.
-	raw := conn
-	if deadline, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(deadline)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	isTLS := e.target.implicitTLS
-	tp := textproto.NewConn(conn)
-	if _, _, err := tp.ReadResponse(220); err != nil {
-		return "greeting", err
-	}
-	ext, err := e.ehlo(tp)
-	if err != nil {
-		return "EHLO", err
-	}
-
-	if !isTLS && e.target.starttls != starttlsOff {
-		if _, offered := ext["STARTTLS"]; offered {
-			if err := cmd(tp, 220, "STARTTLS"); err != nil {
-				return "STARTTLS", err
-			}
-			tlsConn := tls.Client(conn, e.tlsConfig)
-			if err := tlsConn.HandshakeContext(ctx); err != nil {
-				return "STARTTLS", err
-			}
-			conn, isTLS = tlsConn, true
-			tp = textproto.NewConn(conn)
-			// RFC 3207: forget what was learnt before TLS and ask again.
-			if ext, err = e.ehlo(tp); err != nil {
-				return "EHLO", err
-			}
-		} else if e.target.starttls == starttlsRequire {
-			return "STARTTLS", &smtpPolicyError{msg: "server does not offer STARTTLS, which an smtp:// URL requires " +
-				"(use smtps:// for implicit TLS, or ?starttls=off for a trusted plain relay)"}
-		}
-	}
-
-	if e.target.hasAuth {
-		if !isTLS && !isLoopback(e.target.host) {
-			return "AUTH", &smtpPolicyError{msg: "refusing to send the password over an unencrypted connection"}
-		}
-		if _, offered := ext["AUTH"]; !offered {
-			return "AUTH", &smtpPolicyError{msg: "server does not offer AUTH, but the URL has credentials"}
-		}
-		plain := base64.StdEncoding.EncodeToString([]byte("\x00" + e.target.user + "\x00" + e.target.pass))
-		if err := cmd(tp, 235, "AUTH PLAIN %s", plain); err != nil {
-			return "AUTH", err
-		}
-	}
-
-	if err := cmd(tp, 250, "MAIL FROM:<%s>", e.from.Address); err != nil {
-		return "MAIL FROM", err
-	}
-	if err := cmd(tp, 25, "RCPT TO:<%s>", to); err != nil { // 250 or 251
-		return "RCPT TO", err
-	}
-	if err := cmd(tp, 354, "DATA"); err != nil {
-		return "DATA", err
-	}
-	w := tp.DotWriter()
-	if _, err := w.Write(msg); err != nil {
-		return "DATA", err
-	}
-	if err := w.Close(); err != nil {
-		return "DATA", err
-	}
-	if _, _, err := tp.ReadResponse(250); err != nil {
-		return "end of DATA", err
-	}
-	// The message is accepted: a failed QUIT changes nothing.
-	_ = cmd(tp, 221, "QUIT")
-	return "", nil
-}
-
-// ehlo greets the server and returns its extensions, keyword to parameters.
-func (e *Email) ehlo(tp *textproto.Conn) (map[string]string, error) {
-	if err := tp.PrintfLine("EHLO %s", e.helloName); err != nil {
-		return nil, err
-	}
-	_, msg, err := tp.ReadResponse(250)
-	if err != nil {
-		return nil, err
-	}
-	ext := make(map[string]string)
-	lines := strings.Split(msg, "\n")
-	for _, line := range lines[1:] { // the first line is the server's name
-		keyword, params, _ := strings.Cut(line, " ")
-		ext[strings.ToUpper(keyword)] = params
-	}
-	return ext, nil
-}
-
-// cmd sends one command and reads its reply; expect is a code or a prefix of
-// one, as textproto.Conn.ReadResponse takes it.
-func cmd(tp *textproto.Conn, expect int, format string, args ...any) error {
-	if err := tp.PrintfLine(format, args...); err != nil {
-		return err
-	}
-	_, _, err := tp.ReadResponse(expect)
-	return err
 }

@@ -36,9 +36,10 @@ import (
 type smtpOptions struct {
 	tls         *tls.Config // offer STARTTLS (or, with implicitTLS, TLS from the start)
 	implicitTLS bool
-	user, pass  string // require AUTH PLAIN with these
-	rcptErr     error  // answer RCPT TO with this
-	dataErr     error  // answer the end of DATA with this
+	user, pass  string        // require AUTH PLAIN with these
+	rcptErr     error         // answer RCPT TO with this
+	dataErr     error         // answer the end of DATA with this
+	dataDelay   time.Duration // wait this long before answering the end of DATA
 }
 
 // received is one message as the server got it.
@@ -157,6 +158,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	time.Sleep(s.server.opts.dataDelay)
 	if s.server.opts.dataErr != nil {
 		return s.server.opts.dataErr
 	}

@@ -2,6 +2,7 @@ package pgtemp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -70,6 +71,9 @@ func (h *Harness) start(ctx context.Context) error {
 		h.adminURL = u
 	} else {
 		srv, err := Start(ctx, h.cfg.Server)
+		if errors.Is(err, ErrNoBinaries) {
+			return fmt.Errorf("%w; or set %s to a superuser connection to a server of your own with wal_level=logical", err, EnvTestDatabaseURL)
+		}
 		if err != nil {
 			return err
 		}
@@ -114,7 +118,7 @@ func (h *Harness) AdminURL() string { return h.adminURL }
 // URL returns a connection string for the named database on the harness's
 // server, with the admin URL's credentials.
 func (h *Harness) URL(database string) string {
-	return withDatabase(h.adminURL, database)
+	return DatabaseURL(h.adminURL, database)
 }
 
 // Database creates a fresh database copied from the template and returns its
@@ -169,7 +173,14 @@ func (h *Harness) SupabaseDatabase(t testing.TB) string {
 func (h *Harness) DropDatabase(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, h.adminURL)
+	return DropDatabase(ctx, h.adminURL, name)
+}
+
+// DropDatabase drops the named database on adminURL's server (a superuser
+// connection), first ending the replication connections on it and dropping
+// its replication slots (a database with slots cannot be dropped).
+func DropDatabase(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return err
 	}
@@ -199,9 +210,9 @@ func (h *Harness) exec(ctx context.Context, sql string) error {
 	return err
 }
 
-// withDatabase returns connString pointed at another database. It accepts
+// DatabaseURL returns connString pointed at another database. It accepts
 // both URL and keyword/value forms.
-func withDatabase(connString, database string) string {
+func DatabaseURL(connString, database string) string {
 	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
 		u, err := url.Parse(connString)
 		if err == nil {

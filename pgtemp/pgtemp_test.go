@@ -2,6 +2,7 @@ package pgtemp_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -141,8 +142,20 @@ func TestFindBinariesNamesTheFix(t *testing.T) {
 	if err == nil {
 		t.Fatal("found binaries in an empty directory")
 	}
-	if !strings.Contains(err.Error(), "apt-get install -y postgresql") || !strings.Contains(err.Error(), "TEST_DATABASE_URL") {
-		t.Fatalf("error does not say how to fix it: %v", err)
+	if !errors.Is(err, pgtemp.ErrNoBinaries) {
+		t.Errorf("error does not wrap ErrNoBinaries: %v", err)
+	}
+	// PostgreSQL 15 or newer where the distribution's default is older
+	// (Ubuntu 22.04 has 14), and Homebrew's keg-only formula.
+	for _, want := range []string{"15 or newer", "apt-get install -y postgresql;", "Ubuntu 22.04", "apt.postgresql.org.sh", "postgresql-16", "brew install postgresql@16", "opt/postgresql@16/bin"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+	}
+	// Start cannot use TEST_DATABASE_URL, so its error does not offer it
+	// (the test harness, which can, adds it).
+	if strings.Contains(err.Error(), "TEST_DATABASE_URL") {
+		t.Errorf("FindBinaries offers TEST_DATABASE_URL, which its callers may not honour: %v", err)
 	}
 }
 

@@ -41,7 +41,8 @@ var ErrNoBinaries = errors.New("no PostgreSQL server binaries found")
 type Config struct {
 	// BinDir is the directory holding initdb and postgres. Defaults to the
 	// newest version (>= MinVersion) found on PATH, through `pg_config
-	// --bindir`, or under /usr/lib/postgresql/*/bin.
+	// --bindir`, under /usr/lib/postgresql/*/bin, or in Homebrew's keg-only
+	// postgresql@N formulae (FindBinaries lists every place).
 	BinDir string
 
 	// OSUser runs the server when the calling process is root (PostgreSQL
@@ -398,7 +399,13 @@ func unprivilegedUser(name string) (*syscall.Credential, error) {
 var versionRe = regexp.MustCompile(`\(PostgreSQL\) (\d+)`)
 
 // FindBinaries returns the directory holding initdb and postgres and the
-// server's major version. With dir set, only that directory is considered.
+// server's major version: the newest at least MinVersion on PATH, through
+// `pg_config --bindir`, under /usr/lib/postgresql/*/bin (Debian, Ubuntu,
+// PGDG), /usr/pgsql-*/bin (PGDG's RPMs), /usr/local/pgsql/bin, Homebrew's
+// keg-only postgresql@N formulae (/opt/homebrew/opt, /usr/local/opt,
+// /home/linuxbrew/.linuxbrew/opt) or Postgres.app. With dir set, only that
+// directory is considered. The error wraps ErrNoBinaries and says how to
+// install a recent enough server.
 func FindBinaries(dir string) (string, int, error) {
 	var candidates []string
 	if dir != "" {
@@ -410,13 +417,18 @@ func FindBinaries(dir string) (string, int, error) {
 		if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
 			candidates = append(candidates, strings.TrimSpace(string(out)))
 		}
-		globbed, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-		candidates = append(candidates, globbed...)
-		globbed, _ = filepath.Glob("/usr/local/pgsql/bin")
-		candidates = append(candidates, globbed...)
+		candidates = append(candidates, globbedDirs("")...)
 	}
-	bestDir, bestVersion := "", 0
-	var tooOld []string
+	bestDir, bestVersion, tooOld := pickBinaries(candidates)
+	if bestDir != "" {
+		return bestDir, bestVersion, nil
+	}
+	return "", 0, findBinariesError(dir, tooOld)
+}
+
+// pickBinaries returns the candidate directory with initdb and postgres of
+// the newest version at least MinVersion, and those found too old.
+func pickBinaries(candidates []string) (bestDir string, bestVersion int, tooOld []string) {
 	for _, c := range candidates {
 		if !isExecutable(filepath.Join(c, "initdb")) || !isExecutable(filepath.Join(c, "postgres")) {
 			continue
@@ -438,10 +450,21 @@ func FindBinaries(dir string) (string, int, error) {
 			bestDir, bestVersion = c, v
 		}
 	}
-	if bestDir != "" {
-		return bestDir, bestVersion, nil
+	return bestDir, bestVersion, tooOld
+}
+
+// globbedDirs expands binaryGlobs under root ("" for the real places).
+func globbedDirs(root string) []string {
+	var out []string
+	for _, pattern := range binaryGlobs {
+		globbed, _ := filepath.Glob(root + pattern)
+		out = append(out, globbed...)
 	}
-	where := "on PATH, via `pg_config --bindir`, or under /usr/lib/postgresql/*/bin"
+	return out
+}
+
+func findBinariesError(dir string, tooOld []string) error {
+	where := "on PATH, through `pg_config --bindir`, or in " + strings.Join(binaryGlobs, ", ")
 	if dir != "" {
 		where = "in " + dir
 	}
@@ -449,8 +472,30 @@ func FindBinaries(dir string) (string, int, error) {
 	if len(tooOld) > 0 {
 		old = " (too old: " + strings.Join(tooOld, ", ") + ")"
 	}
-	return "", 0, fmt.Errorf("%w (initdb and postgres, version %d or newer) %s%s: install them (Debian/Ubuntu: apt-get install -y postgresql; macOS: brew install postgresql@16), or point TEST_DATABASE_URL at an existing server with wal_level=logical", ErrNoBinaries, MinVersion, where, old)
+	return fmt.Errorf("%w (initdb and postgres, version %d or newer) %s%s: %s", ErrNoBinaries, MinVersion, where, old, InstallHint)
 }
+
+// binaryGlobs are where FindBinaries looks besides PATH and pg_config:
+// Debian's and Ubuntu's packages (PGDG's too), PGDG's RPMs, a source
+// build's default prefix, Homebrew's keg-only formulae (postgresql@16 is
+// not linked into the PATH) on Apple silicon, Intel and Linux, and
+// Postgres.app.
+var binaryGlobs = []string{
+	"/usr/lib/postgresql/*/bin",
+	"/usr/pgsql-*/bin",
+	"/usr/local/pgsql/bin",
+	"/opt/homebrew/opt/postgresql@*/bin",
+	"/usr/local/opt/postgresql@*/bin",
+	"/home/linuxbrew/.linuxbrew/opt/postgresql@*/bin",
+	"/Applications/Postgres.app/Contents/Versions/*/bin",
+}
+
+// InstallHint says how to install PostgreSQL MinVersion or newer where a
+// distribution's default is older.
+const InstallHint = "install PostgreSQL 15 or newer: Debian 12+ and Ubuntu 24.04+: apt-get install -y postgresql; " +
+	"Ubuntu 22.04 (its postgresql is 14) and other older releases: add the PostgreSQL project's repository (PGDG) with " +
+	"apt-get install -y postgresql-common && /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y, then apt-get install -y postgresql-16; " +
+	"macOS: brew install postgresql@16 (keg-only: found in $(brew --prefix)/opt/postgresql@16/bin without brew link)"
 
 func isExecutable(p string) bool {
 	fi, err := os.Stat(p)

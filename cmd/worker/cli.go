@@ -40,7 +40,7 @@ func init() {
 		{name: "trace", args: "USER_ID [--json]", summary: "print one user's history: signup seen, jobs and their attempts, key, notices, pick-up", run: cmdTrace, extraFlags: traceFlags},
 		{name: "status", summary: "show mode, slot lag, checkpoint, queue depth and the last signup seen", run: cmdStatus, extraFlags: statusFlags},
 		{name: "keys", args: "create|list|revoke|rotate|verify|reseal ...", summary: "operate on keys (`worker keys help`)", run: cmdKeys},
-		{name: "demo", summary: "run everything against a throwaway Postgres and show a key made, delivered and picked up", run: cmdDemo, extraFlags: demoFlags},
+		{name: "demo", summary: "run everything against a throwaway Postgres (with TEST_DATABASE_URL, a database of its own on that server) and show a key made, delivered and picked up", run: cmdDemo, extraFlags: demoFlags},
 		{name: "bench", summary: "measure signup throughput and key latency against the trigger it replaces", run: cmdBench, extraFlags: benchFlags},
 		{name: "version", summary: "print the version", run: cmdVersion},
 	}
@@ -85,8 +85,9 @@ func run(ctx context.Context, args []string, e env) error {
 		if c.extraFlags != nil {
 			c.extraFlags(fs)
 		}
+		// Asked for (--help), the usage is the answer: standard output.
 		printUsage := func() {
-			fs.SetOutput(e.stderr)
+			fs.SetOutput(e.stdout)
 			fmt.Fprintf(fs.Output(), "usage: worker %s %s\n\n%s\n\nsettings (flag, environment variable):\n", c.name, c.args, c.summary)
 			printSettingsFor(fs.Output(), c.name)
 			extra := false

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/keyworker/keyworker/demo"
+	"github.com/keyworker/keyworker/pgtemp"
 )
 
 func demoFlags(fs *flag.FlagSet) {
@@ -35,6 +36,9 @@ func cmdDemo(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 		Exit:     fs.Lookup("exit").Value.String() == "true",
 		Out:      e.stdout,
 		In:       e.stdin,
+		// As the tests do: a database of the demo's own on that server
+		// instead of a throwaway server.
+		ServerURL: e.getenv(pgtemp.EnvTestDatabaseURL),
 	}
 	if fs.Lookup("logs").Value.String() == "true" {
 		logger, err := newLogger(e, v)

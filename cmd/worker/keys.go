@@ -44,11 +44,12 @@ Every action also takes the database settings (--database-url, --schema, ...).
 
 func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	args := v.args
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, keysUsage)
+		return &usageError{"worker keys needs an action: create, list, revoke, rotate, verify or reseal"}
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(e.stdout, keysUsage)
-		if len(args) == 0 {
-			return &usageError{"worker keys needs an action: create, list, revoke, rotate, verify or reseal"}
-		}
 		return nil
 	}
 	action, rest := args[0], args[1:]
@@ -68,7 +69,7 @@ func cmdKeys(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	// The sub-command takes the settings again, so flags may follow the action.
 	sv, err := parseSettings(sub, "keys", false, rest, e.getenv, e.readFile)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(e.stderr, keysUsage)
+		fmt.Fprint(e.stdout, keysUsage)
 		return nil
 	}
 	if err != nil {

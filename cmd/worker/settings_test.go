@@ -166,12 +166,28 @@ func TestHelpForEveryCommand(t *testing.T) {
 		if !strings.Contains(out, "  "+c.name+" ") {
 			t.Errorf("help does not list %s", c.name)
 		}
-		_, stderr, err := invoke(context.Background(), nil, "", c.name, "--help")
-		if err != nil {
-			t.Errorf("%s --help: %v", c.name, err)
+		// Asked for, the usage goes to standard output (worker run --help | less).
+		for _, flag := range []string{"--help", "-h"} {
+			stdout, stderr, err := invoke(context.Background(), nil, "", c.name, flag)
+			if err != nil {
+				t.Errorf("%s %s: %v", c.name, flag, err)
+			}
+			if !strings.Contains(stdout, "usage: worker "+c.name) || stderr != "" {
+				t.Errorf("%s %s printed %q on stdout and %q on stderr, want the usage on stdout alone", c.name, flag, stdout, stderr)
+			}
 		}
-		if !strings.Contains(stderr, "usage: worker "+c.name) {
-			t.Errorf("%s --help prints %q", c.name, stderr)
+	}
+	for _, args := range [][]string{{"keys", "help"}, {"keys", "--help"}, {"keys", "create", "--help"}} {
+		stdout, stderr, err := invoke(context.Background(), nil, "", args...)
+		if err != nil || !strings.Contains(stdout, "usage: worker keys") || stderr != "" {
+			t.Errorf("worker %s: %v, stdout %q, stderr %q; want the usage on stdout alone", strings.Join(args, " "), err, stdout, stderr)
+		}
+	}
+	// Called wrongly, the usage goes with the error to standard error.
+	for _, args := range [][]string{{}, {"keys"}, {"nosuchcommand"}} {
+		stdout, stderr, err := invoke(context.Background(), nil, "", args...)
+		if exitCode(err) != 2 || stdout != "" || !strings.Contains(stderr, "usage: worker") {
+			t.Errorf("worker %s: exit %d, stdout %q, stderr %q; want exit 2 and the usage on stderr", strings.Join(args, " "), exitCode(err), stdout, stderr)
 		}
 	}
 	table, _, err := invoke(context.Background(), nil, "", "help", "settings")
