@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -243,6 +245,9 @@ func (s *Store) checkNewKey(nk *NewKey, now time.Time) error {
 	}
 	if n := len([]rune(nk.Name)); n > maxNameLen {
 		return invalid("key name is %d characters long, the limit is %d", n, maxNameLen)
+	}
+	if !utf8.ValidString(nk.Name) || strings.ContainsFunc(nk.Name, unicode.IsControl) {
+		return invalid("key name must be text without control characters (such as NUL, a tab or a newline)")
 	}
 	if nk.Source != SourceSignup && nk.Source != SourceManual && nk.Source != SourceUser {
 		return invalid("key source %q is not one of signup, manual, user", nk.Source)

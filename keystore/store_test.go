@@ -122,6 +122,9 @@ func TestCreateErrors(t *testing.T) {
 	for _, nk := range []keystore.NewKey{
 		{UserID: "not-a-uuid"},
 		{UserID: user, Name: strings.Repeat("n", 201)},
+		{UserID: user, Name: "a\x00b"}, // PostgreSQL's text refuses NUL: an invalid name, not a server error
+		{UserID: user, Name: "line\nbreak"},
+		{UserID: user, Name: "\xff\xfe"},
 		{UserID: user, Source: "signup"},
 		{UserID: user, ExpiresAt: new(time.Now().Add(-time.Hour))},
 	} {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/keyworker/keyworker/keys"
@@ -19,6 +20,9 @@ const (
 	DefaultRotateOverlap = 24 * time.Hour
 	// MaxRotateOverlap bounds the overlap a user may ask for.
 	MaxRotateOverlap = 720 * time.Hour
+	// MaxKeyLifetime bounds the expiry a user may give a key (100 years);
+	// a key may also never expire.
+	MaxKeyLifetime = 100 * 365 * 24 * time.Hour
 )
 
 // KeyService is what the keys API does with a user's keys; the daemon
@@ -162,15 +166,15 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusUnprocessableEntity, "invalid_request", fmt.Sprintf("expires_at must be an RFC 3339 time such as 2030-01-02T15:04:05Z, got %q", shorten(*req.ExpiresAt)))
 			return
 		}
-		if !t.After(now) {
-			writeError(w, http.StatusUnprocessableEntity, "invalid_request", fmt.Sprintf("expires_at must be in the future, got %s (now is %s)", t.Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
+		if !t.After(now) || t.Sub(now) > MaxKeyLifetime {
+			writeError(w, http.StatusUnprocessableEntity, "invalid_request", fmt.Sprintf("expires_at must be in the future and at most %s away, got %s (now is %s)", fmtHours(MaxKeyLifetime), t.Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
 			return
 		}
 		ck.ExpiresAt = &t
 	case req.ExpiresIn != nil:
 		d, err := time.ParseDuration(*req.ExpiresIn)
-		if err != nil || d <= 0 {
-			writeError(w, http.StatusUnprocessableEntity, "invalid_request", fmt.Sprintf("expires_in must be a positive duration such as 720h or 90m, got %q", shorten(*req.ExpiresIn)))
+		if err != nil || d <= 0 || d > MaxKeyLifetime {
+			writeError(w, http.StatusUnprocessableEntity, "invalid_request", fmt.Sprintf("expires_in must be a positive duration of at most %s, such as 720h or 90m, got %q", fmtHours(MaxKeyLifetime), shorten(*req.ExpiresIn)))
 			return
 		}
 		t := now.Add(d)
@@ -271,7 +275,13 @@ func (s *Server) keyError(w http.ResponseWriter, r *http.Request, err error, wha
 	case errors.Is(err, keystore.ErrRevoked):
 		writeError(w, http.StatusConflict, "key_revoked", "the key is revoked, which cannot be undone: it cannot be rotated, disabled or enabled; create a new one with POST /v1/keys")
 	case errors.Is(err, keystore.ErrInvalid):
-		writeError(w, http.StatusUnprocessableEntity, "invalid_request", err.Error())
+		// The store's message without its sentinel's words ("invalid
+		// argument: "), which mean nothing to the API's caller.
+		msg := err.Error()
+		if _, after, ok := strings.Cut(msg, keystore.ErrInvalid.Error()+": "); ok {
+			msg = after
+		}
+		writeError(w, http.StatusUnprocessableEntity, "invalid_request", msg)
 	default:
 		attrs := []any{"component", "http", "user_id", userID, "error", err}
 		if keyID != "" {

@@ -426,6 +426,8 @@ func TestKeysAPIErrors(t *testing.T) {
 		{"an expiry in the past", "POST", "/v1/keys", `{"expires_at":"` + past + `"}`, "good2", 422, "invalid_request", "must be in the future"},
 		{"an expiry that is no time", "POST", "/v1/keys", `{"expires_at":"tomorrow"}`, "good2", 422, "invalid_request", "RFC 3339"},
 		{"a negative lifetime", "POST", "/v1/keys", `{"expires_in":"-1h"}`, "good2", 422, "invalid_request", "positive duration"},
+		{"a lifetime past the maximum", "POST", "/v1/keys", `{"expires_in":"9999999h"}`, "good2", 422, "invalid_request", "at most 876000h"},
+		{"an expiry past the maximum", "POST", "/v1/keys", `{"expires_at":"2999-01-01T00:00:00Z"}`, "good2", 422, "invalid_request", "at most 876000h away"},
 		{"an overlap past the maximum", "POST", "/v1/keys/" + first.ID + "/rotate", `{"overlap":"721h"}`, "good", 422, "invalid_request", "0s to 720h"},
 		{"an overlap that is no duration", "POST", "/v1/keys/" + first.ID + "/rotate", `{"overlap":"1 day"}`, "good", 422, "invalid_request", "0s to 720h"},
 		{"an unknown rotate field", "POST", "/v1/keys/" + first.ID + "/rotate", `{"overlap_s":60}`, "good", 400, "bad_request", `unknown field "overlap_s": this endpoint takes the field "overlap"`},
@@ -466,7 +468,7 @@ func TestKeysAPIErrors(t *testing.T) {
 		logged       bool
 		notInMessage string
 	}{
-		{fmt.Errorf("creating key: %w: name is 201 characters, at most 200", keystore.ErrInvalid), 422, "invalid_request", "at most 200", false, ""},
+		{fmt.Errorf("creating key: %w: name is 201 characters, at most 200", keystore.ErrInvalid), 422, "invalid_request", "at most 200", false, "invalid argument"},
 		{fmt.Errorf("creating key: %w", keystore.ErrNotFound), 404, "key_not_found", "no key", false, ""},
 		{errors.New("creating key: connection reset by 10.1.2.3"), 500, "internal", "try again", true, "10.1.2.3"},
 	} {
