@@ -19,6 +19,13 @@ type keyService struct{ d *Daemon }
 
 var _ server.KeyService = keyService{}
 
+// inTx runs fn in a READ COMMITTED transaction whatever the database's
+// default_transaction_isolation: the live-key limit's count needs it (and
+// keystore refuses any other).
+func (s keyService) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginTxFunc(ctx, s.d.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, fn)
+}
+
 func userAudit(remoteAddr string) keystore.Audit {
 	return keystore.Audit{Actor: keystore.ActorUser, Detail: map[string]any{"remote_addr": remoteAddr}}
 }
@@ -29,7 +36,7 @@ func (s keyService) List(ctx context.Context, userID string) ([]keystore.Info, e
 
 func (s keyService) Create(ctx context.Context, userID string, r server.CreateKey, remoteAddr string) (server.NewKey, error) {
 	var out server.NewKey
-	err := pgx.BeginFunc(ctx, s.d.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		c, plaintext, err := s.d.store.User(userID).CreateTx(ctx, tx, keystore.NewKey{Name: r.Name, ExpiresAt: r.ExpiresAt}, s.d.maxLive(), userAudit(remoteAddr))
 		if err != nil {
 			return err
@@ -48,7 +55,7 @@ func (s keyService) Create(ctx context.Context, userID string, r server.CreateKe
 
 func (s keyService) Rotate(ctx context.Context, userID, keyID string, overlap time.Duration, remoteAddr string) (server.NewKey, error) {
 	var out server.NewKey
-	err := pgx.BeginFunc(ctx, s.d.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		u := s.d.store.User(userID)
 		c, plaintext, err := u.RotateTx(ctx, tx, keyID, overlap, s.d.maxLive(), userAudit(remoteAddr))
 		if err != nil {
@@ -73,7 +80,7 @@ func (s keyService) Rotate(ctx context.Context, userID, keyID string, overlap ti
 
 func (s keyService) SetDisabled(ctx context.Context, userID, keyID string, disabled bool, remoteAddr string) (keystore.Info, error) {
 	var info keystore.Info
-	err := pgx.BeginFunc(ctx, s.d.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var changed bool
 		var err error
 		info, changed, err = s.d.store.User(userID).SetDisabled(ctx, tx, keyID, disabled, userAudit(remoteAddr))
@@ -87,7 +94,7 @@ func (s keyService) SetDisabled(ctx context.Context, userID, keyID string, disab
 
 func (s keyService) Revoke(ctx context.Context, userID, keyID, remoteAddr string) (keystore.Info, error) {
 	var info keystore.Info
-	err := pgx.BeginFunc(ctx, s.d.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var changed bool
 		var err error
 		info, changed, err = s.d.store.User(userID).Revoke(ctx, tx, keyID, userAudit(remoteAddr))

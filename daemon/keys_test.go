@@ -358,3 +358,30 @@ func TestKeysAPIEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysAPIUnderRepeatableReadDefault: a database whose
+// default_transaction_isolation is repeatable read (ALTER DATABASE or
+// ALTER ROLE ... SET) still gets the live-key limit right: the API's
+// transactions are READ COMMITTED whatever the default (keystore refuses
+// to count in any other), so creating and rotating work and the limit
+// holds.
+func TestKeysAPIUnderRepeatableReadDefault(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	var dbName string
+	if err := f.db.QueryRow(context.Background(), `SELECT current_database()`).Scan(&dbName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.db.Exec(context.Background(), `ALTER DATABASE `+dbName+` SET default_transaction_isolation = 'repeatable read'`); err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.config(daemon.ModeListen)
+	cfg.MaxKeysPerUser = 2
+	d := f.start(cfg)
+	alice := f.signUp(false)
+	f.waitCount(30*time.Second, "the signup key", 1, `SELECT count(*) FROM keyworker.api_keys WHERE source = 'signup'`)
+	ta := f.token(alice)
+	created := call(t, d, "POST", "/v1/keys", ta, `{"name":"ci"}`).want(t, 201, "")
+	call(t, d, "POST", "/v1/keys/"+created.str("id")+"/rotate", ta, "").want(t, 201, "")
+	call(t, d, "POST", "/v1/keys", ta, `{"name":"one too many"}`).want(t, 409, "key_limit_reached")
+}

@@ -414,7 +414,9 @@ func newQueries(schema string) queries {
 			SELECT ` + infoColumns + ` FROM k`),
 		lockForRotate: r(`SELECT ` + infoColumns + ` FROM {schema}.api_keys k
 			WHERE k.id = $1 AND ($2::uuid IS NULL OR k.user_id = $2::uuid) FOR UPDATE`),
-		lockUser: `SELECT pg_advisory_xact_lock($1)`,
+		// The lock, and the isolation it is taken in (lockUser refuses all
+		// but read committed).
+		lockUser: `SELECT current_setting('transaction_isolation') FROM (SELECT pg_advisory_xact_lock($1)) l`,
 		// The user's live keys at $2 (not revoked then, not expired then;
 		// disabled ones count), and those of them other than key $3.
 		countLive: r(`SELECT count(*), count(*) FILTER (WHERE id <> $3)

@@ -66,10 +66,11 @@ func (u UserKeys) Get(ctx context.Context, db Querier, keyID string) (Info, erro
 // until their transactions end, and counts the user's live keys (not revoked
 // at now, not expired at now; a scheduled revocation and a disabled key
 // still count): when they are maxLive or more it makes nothing and returns
-// an error wrapping ErrLimitReached. The count sees what committed before
-// the lock was granted, which holds in a READ COMMITTED transaction (the
-// default); in a REPEATABLE READ one, call CreateTx before anything else.
-// maxLive <= 0 means no limit (and no lock).
+// an error wrapping ErrLimitReached. The count must see what committed while
+// the lock was awaited, so tx must be READ COMMITTED: in REPEATABLE READ or
+// SERIALIZABLE the snapshot is taken by the lock's own statement, before it
+// waits, and CreateTx refuses such a transaction with an error. maxLive <= 0
+// means no limit (and no lock).
 //
 // Other errors wrap ErrInvalid (malformed nk or a) or ErrUserNotFound; an
 // error leaves tx aborted.
@@ -107,7 +108,8 @@ func (u UserKeys) CreateTx(ctx context.Context, tx pgx.Tx, nk NewKey, maxLive in
 // SourceUser and starts enabled whatever the old one is: rotating a disabled
 // key is allowed, and the old key stays disabled until it is revoked.
 //
-// The limit, under the lock CreateTx takes: refused with an error wrapping
+// The limit, under the lock CreateTx takes (which needs tx READ COMMITTED,
+// as CreateTx does, whatever maxLive): refused with an error wrapping
 // ErrLimitReached when the user's live keys other than keyID are maxLive or
 // more. So a rotation at exactly the limit is allowed, and at most
 // maxLive+1 keys are live during an overlap; a second rotation during it is
@@ -183,12 +185,18 @@ func (u UserKeys) Revoke(ctx context.Context, db Querier, keyID string, a Audit)
 }
 
 // lockUser takes the transaction-scoped advisory lock that serialises the
-// live-key count of userID's keys.
+// live-key count of userID's keys, in a READ COMMITTED transaction only: in
+// any other the count after it would not see a key committed while it
+// waited.
 func (s *Store) lockUser(ctx context.Context, tx Querier, userID string) error {
 	h := fnv.New64a()
 	h.Write([]byte("keyworker.user_keys." + s.schema + "." + strings.ToLower(userID)))
-	if _, err := tx.Exec(ctx, s.q.lockUser, int64(h.Sum64())); err != nil {
+	var isolation string
+	if err := tx.QueryRow(ctx, s.q.lockUser, int64(h.Sum64())).Scan(&isolation); err != nil {
 		return fmt.Errorf("taking the user's key lock: %w", err)
+	}
+	if isolation != "read committed" {
+		return fmt.Errorf("taking the user's key lock: the transaction is %s, and the live-key count needs read committed: begin it with pgx.TxOptions{IsoLevel: pgx.ReadCommitted}", isolation)
 	}
 	return nil
 }

@@ -660,3 +660,38 @@ func TestUserKeysNeverStoreOrSayThePlaintext(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitRefusesTransactionsThatCannotSeeTheWait: in REPEATABLE READ or
+// SERIALIZABLE, the lock's own statement takes the snapshot before it
+// waits, so a count after it misses a key committed during the wait and the
+// limit would not hold (a second CreateTx that waited in one made a key
+// past the limit before this refusal). CreateTx and RotateTx refuse such a
+// transaction rather than count wrong.
+func TestLimitRefusesTransactionsThatCannotSeeTheWait(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	user := f.newUser(t)
+	u := f.store.User(user)
+	k, _ := f.mustUserCreate(t, u, 0)
+	for _, iso := range []pgx.TxIsoLevel{pgx.RepeatableRead, pgx.Serializable} {
+		err := pgx.BeginTxFunc(ctx, f.db, pgx.TxOptions{IsoLevel: iso}, func(tx pgx.Tx) error {
+			_, _, err := u.CreateTx(ctx, tx, keystore.NewKey{}, 5, asUser)
+			return err
+		})
+		if err == nil || errors.Is(err, keystore.ErrLimitReached) || !strings.Contains(err.Error(), "read committed") {
+			t.Errorf("CreateTx in %s = %v, want a refusal naming read committed", iso, err)
+		}
+		err = pgx.BeginTxFunc(ctx, f.db, pgx.TxOptions{IsoLevel: iso}, func(tx pgx.Tx) error {
+			_, _, err := u.RotateTx(ctx, tx, k.ID, time.Hour, 5, asUser)
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), "read committed") {
+			t.Errorf("RotateTx in %s = %v, want a refusal naming read committed", iso, err)
+		}
+	}
+	if n := count(t, f.db, `SELECT count(*) FROM keyworker.api_keys WHERE user_id = $1`, user); n != 1 {
+		t.Fatalf("%d keys after the refused calls, want 1", n)
+	}
+
+}
