@@ -211,6 +211,8 @@ func TestKeysAPIEndToEnd(t *testing.T) {
 	}
 	agree(ci, "valid") // within the overlap
 	agree(newKey, "valid")
+	// ci was rotated: its successor is the one to rotate.
+	call(t, d, "POST", "/v1/keys/"+ciID+"/rotate", ta, "").want(t, 409, "key_rotated")
 
 	// The signup key, ci (scheduled) and its successor are live: the limit
 	// of 3 is reached.
@@ -254,6 +256,7 @@ func TestKeysAPIEndToEnd(t *testing.T) {
 	for name, claims := range map[string]map[string]any{
 		"anonymous user": {"sub": anon, "role": "authenticated", "aud": "authenticated", "is_anonymous": true},
 		"anon role":      {"role": "anon", "aud": "authenticated"},
+		"service role":   {"sub": alice, "role": "service_role", "aud": "authenticated"},
 	} {
 		claims["iat"], claims["exp"] = time.Now().Unix(), time.Now().Add(time.Hour).Unix()
 		tok, err := accesstoken.SignHS256(f.jwtSecret, claims)

@@ -149,6 +149,9 @@ func (s *Store) rotateTx(ctx context.Context, tx pgx.Tx, keyID string, overlap t
 	if old.RevokedAt != nil && !old.RevokedAt.After(now) {
 		return Created{}, "", fmt.Errorf("rotating key %s: %w", keyID, ErrRevoked)
 	}
+	if old.RevokedAt != nil && r.owner != "" {
+		return Created{}, "", fmt.Errorf("rotating key %s: %w at %s", keyID, ErrRevocationScheduled, old.RevokedAt.UTC().Format(time.RFC3339))
+	}
 	if r.owner != "" && r.maxLive > 0 {
 		// The new key replaces the old one: refused when the user's other
 		// live keys fill the limit. At the limit with a live old key, that

@@ -19,6 +19,12 @@ var (
 	// rotated, disabled or enabled.
 	ErrRevoked = errors.New("api key is revoked")
 
+	// ErrRevocationScheduled means a user asked to rotate a key whose
+	// revocation is already scheduled (it was rotated, and is in its
+	// overlap): rotating it again would leave two successors, so the
+	// successor is the one to rotate. Operators (Store.Rotate) may.
+	ErrRevocationScheduled = errors.New("api key's revocation is already scheduled")
+
 	// ErrLimitReached means the user has as many live keys as the limit
 	// allows (UserKeys.CreateTx, UserKeys.RotateTx). The error that wraps it
 	// says how many and what to do, and names no key, so its message may be

@@ -33,13 +33,20 @@ func (s *Store) User(userID string) UserKeys {
 // UserID returns the user whose keys these are.
 func (u UserKeys) UserID() string { return u.userID }
 
-// List returns the metadata of the user's keys, newest first.
+// MaxUserList is how many keys UserKeys.List returns at most: the newest.
+// Revoked keys stay listed (their history), and a user making and revoking
+// keys within the API's rate limits would otherwise grow every answer
+// without bound.
+const MaxUserList = 1000
+
+// List returns the metadata of the user's newest MaxUserList keys, newest
+// first.
 func (u UserKeys) List(ctx context.Context, db Querier) ([]Info, error) {
 	// Checked here: Store.List of "" lists everyone's keys.
 	if err := checkUserID(u.userID); err != nil {
 		return nil, err
 	}
-	return u.s.List(ctx, db, u.userID, 0)
+	return u.s.List(ctx, db, u.userID, MaxUserList)
 }
 
 // Get returns the metadata of the user's key keyID, or an error wrapping
@@ -116,9 +123,13 @@ func (u UserKeys) CreateTx(ctx context.Context, tx pgx.Tx, nk NewKey, maxLive in
 // refused; an expired key cannot be rotated past the limit. maxLive <= 0
 // means no limit.
 //
+// A key whose revocation is already scheduled (rotated before, in its
+// overlap) is refused with ErrRevocationScheduled: its successor is the key
+// to rotate, so a key is rotated (and announced as rotated) once.
+//
 // Errors wrap ErrNotFound (no such key of the user's), ErrRevoked (revoked
-// at now), ErrLimitReached or ErrInvalid (negative overlap); an error leaves
-// tx aborted.
+// at now), ErrRevocationScheduled, ErrLimitReached or ErrInvalid (negative
+// overlap); an error leaves tx aborted.
 func (u UserKeys) RotateTx(ctx context.Context, tx pgx.Tx, keyID string, overlap time.Duration, maxLive int, a Audit) (Created, string, error) {
 	if err := checkUserID(u.userID); err != nil {
 		return Created{}, "", err

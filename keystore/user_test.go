@@ -376,9 +376,12 @@ func TestUserRotationAndTheLimit(t *testing.T) {
 		t.Fatalf("new key events %v", got)
 	}
 
-	// During the overlap nothing more: neither the new key, nor the other,
-	// nor the old one again.
-	for _, id := range []string{c.ID, b.ID, a.ID} {
+	// The old key is being replaced: its successor is the one to rotate.
+	if _, _, err := f.userRotate(t, u, a.ID, time.Hour, 0); !errors.Is(err, keystore.ErrRevocationScheduled) {
+		t.Errorf("rotating a rotated key = %v, want ErrRevocationScheduled", err)
+	}
+	// During the overlap nothing more: neither the new key nor the other.
+	for _, id := range []string{c.ID, b.ID} {
 		_, _, err := f.userRotate(t, u, id, time.Hour, maxLive)
 		if !errors.Is(err, keystore.ErrLimitReached) || !strings.Contains(err.Error(), "user has 3 live keys, the limit is 2") {
 			t.Errorf("rotating %s during the overlap at the limit = %v, want ErrLimitReached saying 3 of 2", id, err)

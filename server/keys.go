@@ -274,6 +274,8 @@ func (s *Server) keyError(w http.ResponseWriter, r *http.Request, err error, wha
 		writeError(w, http.StatusConflict, "key_limit_reached", err.Error())
 	case errors.Is(err, keystore.ErrRevoked):
 		writeError(w, http.StatusConflict, "key_revoked", "the key is revoked, which cannot be undone: it cannot be rotated, disabled or enabled; create a new one with POST /v1/keys")
+	case errors.Is(err, keystore.ErrRevocationScheduled):
+		writeError(w, http.StatusConflict, "key_rotated", "the key was rotated already and stops working when its overlap ends: rotate its successor (the key whose rotated_from is this key's id) instead")
 	case errors.Is(err, keystore.ErrInvalid):
 		// The store's message without its sentinel's words ("invalid
 		// argument: "), which mean nothing to the API's caller.

@@ -119,6 +119,9 @@ func (f *fakeKeys) Rotate(ctx context.Context, userID, keyID string, overlap tim
 	if old.info.Status(f.now()) == keys.StatusRevoked {
 		return NewKey{}, fmt.Errorf("rotating key %s: %w", keyID, keystore.ErrRevoked)
 	}
+	if old.info.RevokedAt != nil {
+		return NewKey{}, fmt.Errorf("rotating key %s: %w", keyID, keystore.ErrRevocationScheduled)
+	}
 	if n := f.live(userID); f.limit > 0 && n > f.limit {
 		return NewKey{}, fmt.Errorf("rotating key: user has %d live keys, the limit is %d: revoke one first: %w", n, f.limit, keystore.ErrLimitReached)
 	}
@@ -401,7 +404,7 @@ func TestKeysAPIErrors(t *testing.T) {
 	h, f, logs := keysServer(t, Config{})
 	f.limit = 2
 	first := decode[NewKey](t, call(h, "POST", "/v1/keys", "", as("good")))
-	call(h, "POST", "/v1/keys", "", as("good"))
+	second := decode[NewKey](t, call(h, "POST", "/v1/keys", "", as("good")))
 	revoked := decode[NewKey](t, call(h, "POST", "/v1/keys", "", as("good2")))
 	call(h, "DELETE", "/v1/keys/"+revoked.ID, "", as("good2"))
 	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
@@ -413,7 +416,8 @@ func TestKeysAPIErrors(t *testing.T) {
 	}{
 		{"the live-key limit", "POST", "/v1/keys", `{}`, "good", 409, "key_limit_reached", "user has 2 live keys, the limit is 2: revoke one first"},
 		{"rotating at the limit is allowed, above it not", "POST", "/v1/keys/" + first.ID + "/rotate", ``, "good", 201, "", ""},
-		{"rotating above the limit", "POST", "/v1/keys/" + first.ID + "/rotate", ``, "good", 409, "key_limit_reached", "the limit is 2"},
+		{"rotating above the limit", "POST", "/v1/keys/" + second.ID + "/rotate", ``, "good", 409, "key_limit_reached", "the limit is 2"},
+		{"rotating a rotated key", "POST", "/v1/keys/" + first.ID + "/rotate", ``, "good", 409, "key_rotated", "rotate its successor"},
 		{"rotating a revoked key", "POST", "/v1/keys/" + revoked.ID + "/rotate", ``, "good2", 409, "key_revoked", "create a new one"},
 		{"disabling a revoked key", "POST", "/v1/keys/" + revoked.ID + "/disable", ``, "good2", 409, "key_revoked", "cannot be"},
 		{"malformed JSON", "POST", "/v1/keys", `{"name":`, "good2", 400, "bad_request", "JSON"},
