@@ -87,7 +87,12 @@ func (s keyService) SetDisabled(ctx context.Context, userID, keyID string, disab
 		if err != nil || !changed || !disabled {
 			return err
 		}
-		return s.d.jobs.EnqueueNoticeTx(ctx, tx, notify.EventDisabled, keyID)
+		if info.DisabledAt == nil {
+			return fmt.Errorf("disabling key %s: the store returned no disabled_at", keyID)
+		}
+		// A key can be disabled again after an enable: each disable, told
+		// apart by its disabled_at, gets its notice.
+		return s.d.jobs.EnqueueNoticeOnceTx(ctx, tx, notify.EventDisabled, keyID, *info.DisabledAt)
 	})
 	return info, err
 }

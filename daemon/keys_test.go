@@ -199,6 +199,10 @@ func TestKeysAPIEndToEnd(t *testing.T) {
 	}
 	call(t, d, "POST", "/v1/keys/"+ciID+"/enable", ta, "").want(t, 200, "")
 	agree(ci, "valid")
+	// Disabled again after an enable: a second disabled notice, its own.
+	call(t, d, "POST", "/v1/keys/"+ciID+"/disable", ta, "").want(t, 200, "")
+	call(t, d, "POST", "/v1/keys/"+ciID+"/enable", ta, "").want(t, 200, "")
+	agree(ci, "valid")
 
 	rotated := call(t, d, "POST", "/v1/keys/"+ciID+"/rotate", ta, `{"overlap":"1h"}`).want(t, 201, "")
 	newKey, newID := rotated.str("key"), rotated.str("id")
@@ -294,16 +298,24 @@ func TestKeysAPIEndToEnd(t *testing.T) {
 		t.Errorf("openapi.json: %.200s", doc.body)
 	}
 
-	// Notices: created for both signup keys and ci, then disabled,
-	// rotated and revoked, each once.
+	// Notices: created for both signup keys and ci, then disabled twice
+	// (each disable its own notice, with its own webhook-id), rotated and
+	// revoked once.
 	type seen struct{ typ, key string }
 	want := map[seen]int{
 		{"api_key.created", signupKey}: 1, {"api_key.created", f.keyOf(bob)}: 1, {"api_key.created", ciID}: 1,
-		{"api_key.disabled", ciID}: 1, {"api_key.rotated", ciID}: 1, {"api_key.revoked", newID}: 1,
+		{"api_key.disabled", ciID}: 2, {"api_key.rotated", ciID}: 1, {"api_key.revoked", newID}: 1,
+	}
+	wantTotal := 0
+	for _, n := range want {
+		wantTotal += n
 	}
 	got := map[seen]int{}
+	disabledIDs := map[string]int{}
 	waitFor(t, 30*time.Second, "the lifecycle notices", func() (bool, error) {
 		got = map[seen]int{}
+		disabledIDs = map[string]int{}
+		total := 0
 		for _, dl := range hook.received() {
 			var p struct {
 				Type string `json:"type"`
@@ -317,6 +329,10 @@ func TestKeysAPIEndToEnd(t *testing.T) {
 				return false, err
 			}
 			got[seen{p.Type, p.Data.KeyID}]++
+			total++
+			if p.Type == "api_key.disabled" {
+				disabledIDs[dl.id]++
+			}
 			if p.Type == "api_key.rotated" && p.Data.RotatedTo != newID {
 				t.Errorf("the rotated notice names %q, want %q", p.Data.RotatedTo, newID)
 			}
@@ -324,9 +340,12 @@ func TestKeysAPIEndToEnd(t *testing.T) {
 				t.Errorf("the signup key's notice has pickup_url %q", p.Data.PickupURL)
 			}
 		}
-		return len(got) == len(want), nil
+		return len(got) == len(want) && total >= wantTotal, nil
 	})
 	f.waitQuiet(10 * time.Second)
+	if len(disabledIDs) != 2 {
+		t.Errorf("the disabled notices' webhook-ids %v, want two distinct ones", disabledIDs)
+	}
 	for k, n := range want {
 		if got[k] != n {
 			t.Errorf("%s of %s sent %d times, want %d (all: %v)", k.typ, k.key, got[k], n, got)
@@ -336,8 +355,8 @@ func TestKeysAPIEndToEnd(t *testing.T) {
 		t.Errorf("notices sent: %v, want %v", got, want)
 	}
 	if n := f.count(`SELECT count(*) FROM keyworker.key_events WHERE actor = 'user' AND key_id IN ($1, $2)
-		AND event IN ('created', 'disabled', 'enabled', 'rotated', 'revoked')`, ciID, newID); n != 6 {
-		t.Errorf("%d user audit events for ci and its successor, want 6 (created x2, disabled, enabled, rotated, revoked)", n)
+		AND event IN ('created', 'disabled', 'enabled', 'rotated', 'revoked')`, ciID, newID); n != 8 {
+		t.Errorf("%d user audit events for ci and its successor, want 8 (created x2, disabled x2, enabled x2, rotated, revoked)", n)
 	}
 
 	// No plaintext anywhere but the 201 answers.

@@ -186,7 +186,8 @@ func (d *Daemon) watchJobs(ctx context.Context, events <-chan *river.Event) {
 				continue
 			}
 			size = len(a.UserIDs)
-		case jobs.KindDeliverNotices:
+		case jobs.KindDeliverNotices, jobs.KindDeliverLifecycleNotices:
+			// Both kinds' args have key_ids.
 			var a jobs.DeliverNoticesArgs
 			if json.Unmarshal(e.Job.EncodedArgs, &a) != nil {
 				continue

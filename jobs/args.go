@@ -12,10 +12,15 @@ import (
 const (
 	// KindCreateKeys makes the signup keys of a batch of users.
 	KindCreateKeys = "keyworker.create_keys"
-	// KindDeliverNotices sends the notices of a batch of new keys.
+	// KindDeliverNotices sends the created notices of a batch of signup
+	// keys.
 	KindDeliverNotices = "keyworker.deliver_notices"
-	KindReconcile      = "keyworker.reconcile"
-	KindPurgeReveals   = "keyworker.purge_reveals"
+	// KindDeliverLifecycleNotices sends the notices of one event (rotated,
+	// revoked, disabled, expiring, expired, or created for a key made
+	// outside the signup path) for a batch of keys.
+	KindDeliverLifecycleNotices = "keyworker.deliver_lifecycle_notices"
+	KindReconcile               = "keyworker.reconcile"
+	KindPurgeReveals            = "keyworker.purge_reveals"
 	// KindLifecycleNotices enqueues the api_key.expiring and
 	// api_key.expired notices that are due.
 	KindLifecycleNotices = "keyworker.lifecycle_notices"
@@ -32,7 +37,7 @@ const (
 const (
 	// QueueKeys runs CreateKeys jobs.
 	QueueKeys = "keyworker_keys"
-	// QueueNotices runs DeliverNotices jobs.
+	// QueueNotices runs DeliverNotices and DeliverLifecycleNotices jobs.
 	QueueNotices = "keyworker_notices"
 	// QueueMaintenance runs Reconcile, PurgeReveals and LifecycleNotices
 	// jobs.
@@ -60,19 +65,14 @@ func (CreateKeysArgs) Kind() string { return KindCreateKeys }
 // InsertOpts puts the job in QueueKeys.
 func (CreateKeysArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueKeys} }
 
-// DeliverNoticesArgs asks for the notices of one event type for a batch of
-// keys to be sent to every sender. Its JSON holds only key ids (public) and
-// the type. The transaction that makes the keys (signup keys) or records
-// the event in key_notices (EnqueueNoticeTx, the lifecycle scan) inserts
-// it, so each key is in one such job per event; per-sink events in
-// key_events keep a retry from sending twice.
+// DeliverNoticesArgs asks for the created notices of a batch of signup
+// keys to be sent to every sender. Its JSON holds only key ids (public).
+// The signup batch that makes the keys inserts it in its transaction, so
+// each key is in one such job; per-sink events in key_events keep a retry
+// from sending twice. Every other notice is a DeliverLifecycleNoticesArgs.
 type DeliverNoticesArgs struct {
 	// KeyIDs are the keys' KSUIDs.
 	KeyIDs []string `json:"key_ids"`
-	// Type is the event, one of notify's Event constants. Empty means
-	// notify.EventCreated: jobs of earlier versions, and the signup
-	// batches', which leave it out.
-	Type string `json:"type,omitempty"`
 }
 
 // Kind returns KindDeliverNotices.
@@ -80,6 +80,41 @@ func (DeliverNoticesArgs) Kind() string { return KindDeliverNotices }
 
 // InsertOpts puts the job in QueueNotices.
 func (DeliverNoticesArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueNotices} }
+
+// DeliverLifecycleNoticesArgs asks for the notices of one event for a
+// batch of keys to be sent to every sender, as DeliverNoticesArgs does for
+// signup keys and through the same code. Its JSON holds only key ids
+// (public), the type and the occurrence. The transaction that records the
+// event in key_notices (EnqueueNoticeTx, EnqueueNoticeOnceTx, the
+// lifecycle scan) inserts it, so each key is in one such job per event.
+//
+// It has a kind of its own so that a replica of an earlier version, which
+// knows only KindDeliverNotices (and would read any notice of that kind as
+// a created one, dropping the type), never runs it. During a rolling
+// upgrade such a replica that fetches one fails the attempt with River's
+// UnknownJobKindError, and River retries the job on its retry policy until
+// an upgraded replica runs it. Those failed attempts count against
+// Config.NoticeMaxAttempts: with River's default policy (attempt^4
+// seconds) the 12 default attempts span about 11 hours, so an upgrade that
+// finishes within that loses no notice.
+type DeliverLifecycleNoticesArgs struct {
+	// Type is the event, one of notify's Event constants.
+	Type string `json:"type"`
+	// KeyIDs are the keys' KSUIDs.
+	KeyIDs []string `json:"key_ids"`
+	// Occurrence tells apart the occurrences of an event that can happen
+	// to a key again (api_key.disabled: the disable's disabled_at in unix
+	// microseconds); empty for the others.
+	Occurrence string `json:"occurrence,omitempty"`
+}
+
+// Kind returns KindDeliverLifecycleNotices.
+func (DeliverLifecycleNoticesArgs) Kind() string { return KindDeliverLifecycleNotices }
+
+// InsertOpts puts the job in QueueNotices.
+func (DeliverLifecycleNoticesArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueNotices}
+}
 
 // createKeyUniqueStates are the states in which a CreateKey job for a user
 // makes another one for the same user a duplicate. River's default set

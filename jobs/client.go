@@ -77,6 +77,7 @@ func NewClient(pool *pgxpool.Pool, cfg Config) (*Client, error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &createKeysWorker{d: d})
 	river.AddWorker(workers, &deliverNoticesWorker{d: d})
+	river.AddWorker(workers, &deliverLifecycleNoticesWorker{d: d})
 	river.AddWorker(workers, &createKeyWorker{d: d})
 	river.AddWorker(workers, &deliverNoticeWorker{d: d})
 	river.AddWorker(workers, &reconcileWorker{d: d})
@@ -370,12 +371,14 @@ func (e *Enqueuer) EnqueueReconcileTx(ctx context.Context, tx pgx.Tx, reason str
 
 // deps is what the workers share.
 type deps struct {
-	cfg        Config
-	pool       *pgxpool.Pool
-	logger     *slog.Logger
+	cfg    Config
+	pool   *pgxpool.Pool
+	logger *slog.Logger
+	// noticeOpts are the insert options of DeliverNotices and
+	// DeliverLifecycleNotices jobs (the same queue and attempts).
 	noticeOpts river.InsertOpts
-	// noticeInserter inserts batches' DeliverNotices jobs without an insert
-	// notification (quietInserter).
+	// noticeInserter inserts notice jobs without an insert notification
+	// (quietInserter).
 	noticeInserter *river.Client[pgx.Tx]
 	qNoticeKeys    string // the keys, users and done sinks of a notice batch
 	qInsertEvents  string // many key_events rows

@@ -64,8 +64,8 @@ const (
 	// and neither does one that expired before migration 007 was applied.
 	ExpiredNoticeWindow = 7 * 24 * time.Hour
 	// LifecycleBatchSize is how many notices of one type the lifecycle scan
-	// enqueues per statement and transaction, as one DeliverNotices job; it
-	// loops until none are left.
+	// enqueues per statement and transaction, with their
+	// DeliverLifecycleNotices jobs; it loops until none are left.
 	LifecycleBatchSize = 1000
 	// PickupURLKeyID is what Config.PickupURL holds where the key's id goes.
 	PickupURLKeyID = "{key_id}"

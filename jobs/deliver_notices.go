@@ -33,22 +33,27 @@ const eventTimeout = 10 * time.Second
 // others.
 const sinkTripAfter = 8
 
-// deliverNoticesWorker sends the notices of one event type (the args' Type,
-// api_key.created when empty) for a batch of keys: each key to every
-// sender, at most Config.NoticeConcurrency sends at a time. The keys, their
-// users (email, deleted) and the sinks already done with each key for that
-// type are read in one query; the outcomes are written in one statement:
-// 'notified' or 'notify_discarded' with the sink and type, 'notify_failed'
-// with the sink, type, error, try and retry delay, 'skipped' with the type
-// and the reason for a key that is gone, or whose user is, or whose state
-// rules the notice out (noticeSkipReason: created and expiring need the key
-// valid, expiring also enabled; expired needs it not revoked; rotated,
-// revoked and disabled go out whatever the state). A sink with a 'notified'
-// or 'notify_discarded' event of the type for a key (an event without a
-// type is a created notice's, as earlier versions wrote them) is never sent
-// that notice again, so a retry sends only what has not been delivered.
-// The webhook-id of a key's notice is notify.EventID(type, key id) on every
-// try: "notice_<key id>" for created.
+// deliverNoticesWorker sends the created notices of a batch of signup
+// keys, and deliverLifecycleNoticesWorker the notices of one event (the
+// args' Type and Occurrence) for a batch of keys, both through
+// deliverNotices: each key to every sender, at most
+// Config.NoticeConcurrency sends at a time. The keys, their users (email,
+// deleted) and the sinks already done with each key for that type and
+// occurrence are read in one query; the outcomes are written in one
+// statement: 'notified' or 'notify_discarded' with the sink and type,
+// 'notify_failed' with the sink, type, error, try and retry delay,
+// 'skipped' with the type and the reason for a key that is gone, or whose
+// user is, or whose state rules the notice out (noticeSkipReason: created
+// and expiring need the key valid, expiring also enabled; expired needs it
+// not revoked; rotated, revoked and disabled go out whatever the state);
+// each with the occurrence too when there is one. A sink with a 'notified'
+// or 'notify_discarded' event of the type and occurrence for a key (an
+// event without a type is a created notice's, as earlier versions wrote
+// them; one without an occurrence is of occurrence "") is never sent that
+// notice again, so a retry sends only what has not been delivered. The
+// webhook-id of a key's notice is notify.OccurrenceEventID(type, key id,
+// occurrence) on every try: "notice_<key id>" for created,
+// "disabled_<key id>_<occurrence>" for a disable.
 //
 // Retries: when some sends failed with a *notify.RetryableError carrying a
 // RetryAfter, the job snoozes for the longest one; other temporary failures
@@ -67,7 +72,23 @@ type deliverNoticesWorker struct {
 }
 
 func (w *deliverNoticesWorker) Work(ctx context.Context, job *river.Job[DeliverNoticesArgs]) error {
-	out, err := w.d.deliverNotices(ctx, job.JobRow, job.Args.Type, job.Args.KeyIDs)
+	return w.d.runNotices(ctx, job.JobRow, notify.EventCreated, "", job.Args.KeyIDs)
+}
+
+// deliverLifecycleNoticesWorker runs DeliverLifecycleNotices jobs: see
+// deliverNoticesWorker.
+type deliverLifecycleNoticesWorker struct {
+	river.WorkerDefaults[DeliverLifecycleNoticesArgs]
+	d *deps
+}
+
+func (w *deliverLifecycleNoticesWorker) Work(ctx context.Context, job *river.Job[DeliverLifecycleNoticesArgs]) error {
+	return w.d.runNotices(ctx, job.JobRow, job.Args.Type, job.Args.Occurrence, job.Args.KeyIDs)
+}
+
+// runNotices is a notice job: deliverNotices, then its output recorded.
+func (d *deps) runNotices(ctx context.Context, job *rivertype.JobRow, typ, occurrence string, keyIDs []string) error {
+	out, err := d.deliverNotices(ctx, job, typ, occurrence, keyIDs)
 	if err != nil {
 		return err
 	}
@@ -85,14 +106,16 @@ type deliverNoticeWorker struct {
 }
 
 func (w *deliverNoticeWorker) Work(ctx context.Context, job *river.Job[DeliverNoticeArgs]) error {
-	_, err := w.d.deliverNotices(ctx, job.JobRow, notify.EventCreated, []string{job.Args.KeyID})
+	_, err := w.d.deliverNotices(ctx, job.JobRow, notify.EventCreated, "", []string{job.Args.KeyID})
 	return err
 }
 
-// noticesOutput is a DeliverNotices job's recorded output.
+// noticesOutput is a DeliverNotices or DeliverLifecycleNotices job's
+// recorded output.
 type noticesOutput struct {
-	Type string `json:"type"`
-	Keys int    `json:"keys"`
+	Type       string `json:"type"`
+	Occurrence string `json:"occurrence,omitempty"`
+	Keys       int    `json:"keys"`
 	// Sent counts deliveries by sink in this attempt.
 	Sent map[string]int `json:"sent,omitempty"`
 	// AlreadyDone counts (key, sink) pairs done by an earlier attempt.
@@ -130,23 +153,44 @@ type noticeEvent struct {
 	detail              map[string]any
 }
 
-func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, typ string, keyIDs []string) (noticesOutput, error) {
-	if typ == "" {
-		typ = notify.EventCreated
-	}
-	out := noticesOutput{Type: typ, Keys: len(keyIDs)}
+// deliverNotices sends the notices of type typ and occurrence (see
+// DeliverLifecycleNoticesArgs) of keyIDs.
+func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, typ, occurrence string, keyIDs []string) (noticesOutput, error) {
+	out := noticesOutput{Type: typ, Occurrence: occurrence, Keys: len(keyIDs)}
 	if !notify.KnownEventType(typ) {
 		return out, river.JobCancel(fmt.Errorf("notice type %q is unknown (want one of %s)", truncate(typ, 40), strings.Join(notify.EventTypes(), ", ")))
 	}
+	var occurredAt *time.Time // the occurrence's time
+	if occurrence != "" {
+		if !repeatable(typ) {
+			return out, river.JobCancel(fmt.Errorf("%s notices have no occurrence (it happens once per key), got %q", typ, truncate(occurrence, 40)))
+		}
+		at, err := occurrenceTime(occurrence)
+		if err != nil {
+			return out, river.JobCancel(fmt.Errorf("%s notices: %w", typ, err))
+		}
+		occurredAt = &at
+	}
 	audit := keystore.Audit{JobID: job.ID, Attempt: job.Attempt, Actor: keystore.ActorWorker}
 	log := d.logger.With("job_id", job.ID, "attempt", job.Attempt, "type", typ)
+	if occurrence != "" {
+		log = log.With("occurrence", occurrence)
+	}
 	var events []noticeEvent
+	// detail adds the type and the occurrence to an event's detail m.
+	detail := func(m map[string]any) map[string]any {
+		m["type"] = typ
+		if occurrence != "" {
+			m["occurrence"] = occurrence
+		}
+		return m
+	}
 	skip := func(keyID, userID, reason string) {
 		if out.Skipped == nil {
 			out.Skipped = map[string]string{}
 		}
 		out.Skipped[keyID] = reason
-		ev := noticeEvent{"skipped", keyID, userID, map[string]any{"reason": reason, "job": job.Kind, "type": typ}}
+		ev := noticeEvent{"skipped", keyID, userID, detail(map[string]any{"reason": reason, "job": job.Kind})}
 		if reason == "malformed_key_id" {
 			ev.keyID, ev.detail["key_id_given"] = "", keyID
 		}
@@ -168,7 +212,7 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, typ st
 		}
 		return out, d.writeNoticeEvents(ctx, audit, events)
 	}
-	batch, err := d.loadNoticeKeys(ctx, typ, ids)
+	batch, err := d.loadNoticeKeys(ctx, typ, occurrence, ids)
 	if err != nil {
 		return out, err
 	}
@@ -244,13 +288,13 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, typ st
 			switch {
 			case r.err == nil:
 				run.Store(0)
-				rec.add(noticeEvent{"notified", r.key.id, r.key.userID, map[string]any{"sink": r.sink, "type": typ, "try": try}})
+				rec.add(noticeEvent{"notified", r.key.id, r.key.userID, detail(map[string]any{"sink": r.sink, "try": try})})
 			case errors.As(r.err, &perm):
-				rec.add(noticeEvent{"notify_discarded", r.key.id, r.key.userID, map[string]any{"sink": r.sink, "type": typ, "reason": r.err.Error(), "try": try}})
+				rec.add(noticeEvent{"notify_discarded", r.key.id, r.key.userID, detail(map[string]any{"sink": r.sink, "reason": r.err.Error(), "try": try})})
 			default:
 				run.Add(1)
 			}
-		}(&results[i], d.notice(typ, t.key), t.sender)
+		}(&results[i], d.notice(typ, occurrence, occurredAt, t.key), t.sender)
 	}
 	wg.Wait()
 	stopFlush()
@@ -277,9 +321,9 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, typ st
 			}
 			if final {
 				noteDiscard(&out, r, r.err.Error())
-				events = append(events, noticeEvent{"notify_discarded", r.key.id, r.key.userID, map[string]any{
-					"sink": r.sink, "type": typ, "reason": fmt.Sprintf("gave up after %d tries", try), "error": r.err.Error(), "try": try,
-				}})
+				events = append(events, noticeEvent{"notify_discarded", r.key.id, r.key.userID, detail(map[string]any{
+					"sink": r.sink, "reason": fmt.Sprintf("gave up after %d tries", try), "error": r.err.Error(), "try": try,
+				})})
 				continue
 			}
 			retryErrs = append(retryErrs, r.err)
@@ -295,9 +339,9 @@ func (d *deps) deliverNotices(ctx context.Context, job *rivertype.JobRow, typ st
 		if r.err == nil || errors.As(r.err, &perm) || final {
 			continue
 		}
-		events = append(events, noticeEvent{"notify_failed", r.key.id, r.key.userID, map[string]any{
-			"sink": r.sink, "type": typ, "error": r.err.Error(), "attempt": try, "retry_in": retryIn.String(),
-		}})
+		events = append(events, noticeEvent{"notify_failed", r.key.id, r.key.userID, detail(map[string]any{
+			"sink": r.sink, "error": r.err.Error(), "attempt": try, "retry_in": retryIn.String(),
+		})})
 	}
 	rec.add(events...)
 	if err := rec.flushFinal(ctx); err != nil {
@@ -463,11 +507,12 @@ func noticeSkipReason(typ string, k *noticeKey, now time.Time) string {
 	return ""
 }
 
-// notice builds the Notice of type typ of one key.
-func (d *deps) notice(typ string, k *noticeKey) notify.Notice {
+// notice builds the Notice of type typ and occurrence of one key; at is
+// the occurrence's time (nil without one).
+func (d *deps) notice(typ, occurrence string, at *time.Time, k *noticeKey) notify.Notice {
 	n := notify.Notice{
 		Type:       typ,
-		EventID:    notify.EventID(typ, k.id),
+		EventID:    notify.OccurrenceEventID(typ, k.id, occurrence),
 		KeyID:      k.id,
 		UserID:     k.userID,
 		Prefix:     k.prefix,
@@ -502,6 +547,13 @@ func (d *deps) notice(typ string, k *noticeKey) notify.Notice {
 		if k.expiresAt != nil {
 			n.OccurredAt = k.expiresAt.UTC()
 		}
+	case notify.EventDisabled:
+		// This disable's time, not the key's current disabled_at: the key
+		// may have been enabled (NULL) or disabled again since.
+		if at != nil {
+			n.DisabledAt = utcPtr(at)
+			n.OccurredAt = at.UTC()
+		}
 	}
 	if n.OccurredAt.IsZero() {
 		// The time of the event's key_notices row; a job inserted without
@@ -524,9 +576,9 @@ func (d *deps) notice(typ string, k *noticeKey) notify.Notice {
 }
 
 // loadNoticeKeys reads the keys of a batch, their users and the sinks done
-// with each for notices of type typ, in the order given.
-func (d *deps) loadNoticeKeys(ctx context.Context, typ string, ids []string) ([]*noticeKey, error) {
-	rows, err := d.pool.Query(ctx, d.qNoticeKeys, ids, typ)
+// with each for notices of type typ and occurrence, in the order given.
+func (d *deps) loadNoticeKeys(ctx context.Context, typ, occurrence string, ids []string) ([]*noticeKey, error) {
+	rows, err := d.pool.Query(ctx, d.qNoticeKeys, ids, typ, occurrence)
 	if err != nil {
 		return nil, fmt.Errorf("reading the keys of %d notices: %w", len(ids), err)
 	}
@@ -630,12 +682,13 @@ func noticeQueries(schema string, t users.Table, emailColumn string) (keysQ, eve
 	if t.DeletedAt() != "" {
 		deleted = "coalesce(u." + users.Col(t.DeletedAt()) + " IS NOT NULL, false)"
 	}
-	// $2 is the notice type. The done sinks are those with a 'notified' or
-	// 'notify_discarded' event of that type (an event without a type is of
-	// a created notice, as earlier versions wrote them). The replacing key
-	// and the key_notices time are looked up only for the types that use
-	// them (CASE evaluates its subqueries lazily), so signup batches'
-	// created notices cost what they did.
+	// $2 is the notice type, $3 its occurrence (empty for none). The done
+	// sinks are those with a 'notified' or 'notify_discarded' event of that
+	// type (an event without a type is of a created notice, as earlier
+	// versions wrote them) and occurrence (an event without one has none).
+	// The replacing key and the key_notices time are looked up only for the
+	// types that use them (CASE evaluates its subqueries lazily), so signup
+	// batches' created notices cost what they did.
 	keysQ = strings.NewReplacer("{s}", s, "{users}", t.Ident(), "{uid}", users.Col(t.IDColumn),
 		"{email}", email, "{deleted}", deleted, "{created}", notify.EventCreated, "{rotated}", notify.EventRotated).Replace(`
 		SELECT x.id, k.id IS NOT NULL, coalesce(k.user_id::text, ''), coalesce(k.prefix, ''), coalesce(k.last4, ''),
@@ -644,11 +697,12 @@ func noticeQueries(schema string, t users.Table, emailColumn string) (keysQ, eve
 		                                         WHERE n.user_id = k.user_id AND n.rotated_from = k.id
 		                                         ORDER BY n.id DESC LIMIT 1) END,
 		       CASE WHEN $2 <> '{created}' THEN (SELECT kn.queued_at FROM {s}.key_notices kn
-		                                          WHERE kn.key_id = x.id AND kn.type = $2) END,
+		                                          WHERE kn.key_id = x.id AND kn.type = $2 AND kn.occurrence = $3) END,
 		       u.{uid} IS NOT NULL, {email}, {deleted},
 		       ARRAY(SELECT DISTINCT e.detail->>'sink' FROM {s}.key_events e
 		              WHERE e.key_id = x.id AND e.event IN ('notified', 'notify_discarded') AND e.detail ? 'sink'
-		                AND coalesce(e.detail->>'type', '{created}') = $2)
+		                AND coalesce(e.detail->>'type', '{created}') = $2
+		                AND coalesce(e.detail->>'occurrence', '') = $3)
 		  FROM unnest($1::text[]) WITH ORDINALITY AS x(id, n)
 		  LEFT JOIN {s}.api_keys k ON k.id = x.id
 		  LEFT JOIN {s}.key_reveals r ON r.key_id = k.id

@@ -19,13 +19,19 @@
 //     again (missingRechecks) before they are recorded missing. River's
 //     batched completer completes the job, with its output (user to key
 //     id, user to skip reason); a rerun after the commit makes nothing.
-//   - DeliverNoticesArgs{KeyIDs, Type} ("keyworker.deliver_notices",
-//     keyworker_notices): send each key's notice of event Type
-//     (api_key.created when empty, as signup batches and earlier versions
-//     insert it) to every sender, unless the key's state rules it out,
+//   - DeliverNoticesArgs{KeyIDs} ("keyworker.deliver_notices",
+//     keyworker_notices): send each signup key's created notice to every
+//     sender, unless the key's state rules it out,
 //     Config.NoticeConcurrency at a time, reading the users' emails at send
 //     time; each delivery is recorded within flushInterval of happening, so
 //     a retry (or a rerun after a crash) sends only what was not recorded.
+//   - DeliverLifecycleNoticesArgs{Type, KeyIDs, Occurrence}
+//     ("keyworker.deliver_lifecycle_notices", keyworker_notices): the same
+//     for every other notice, of event Type (and, for a disable, its
+//     Occurrence). A kind of its own, so that replicas of earlier versions
+//     (which know only deliver_notices, and would take any notice for a
+//     created one) never run it: River retries it until an upgraded
+//     replica does.
 //   - CreateKeyArgs and DeliverNoticeArgs: the per-user and per-key kinds
 //     of older versions, run as batches of one.
 //   - ReconcileArgs ("keyworker.reconcile", keyworker_maintenance): page
@@ -45,11 +51,14 @@
 //
 // # Lifecycle notices
 //
-// Client.EnqueueNoticeTx records an event (rotated, revoked, disabled, a key
-// created through the API) for some keys in key_notices, in the caller's
-// transaction, and inserts the DeliverNotices job of the keys it had not
-// been recorded for: one notice per key and event type, whatever is
-// retried. The lifecycle scan records its events the same way. Created
+// Client.EnqueueNoticeTx records an event (rotated, revoked, a key created
+// through the API) for some keys in key_notices, in the caller's
+// transaction, and inserts the DeliverLifecycleNotices job of the keys it
+// had not been recorded for: one notice per key and event type, whatever
+// is retried. A key can be disabled again after an enable, so
+// Client.EnqueueNoticeOnceTx records each disable with its disabled_at (the
+// occurrence): one notice per disable. The lifecycle scan records its
+// events the same way. Created
 // notices of signup keys link Config.PickupURL (the application's pick-up
 // page) when it is set; without it they tell the user to sign in to the
 // application, and never link the POST-only reveal endpoint.

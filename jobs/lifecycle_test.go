@@ -7,12 +7,15 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/keyworker/keyworker/jobs"
@@ -48,6 +51,25 @@ func (f *fixture) enqueueNotice(t *testing.T, typ string, ids ...string) {
 	if err := pgx.BeginFunc(ctx, f.db, func(tx pgx.Tx) error { return f.client.EnqueueNoticeTx(ctx, tx, typ, ids...) }); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// disableKey disables key now, as keystore does, and reports the disable
+// through EnqueueNoticeOnceTx in the same transaction; it returns the
+// notice's webhook-id and the disabled_at.
+func (f *fixture) disableKey(t *testing.T, key string) (string, time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	var at time.Time
+	err := pgx.BeginFunc(ctx, f.db, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `UPDATE keyworker.api_keys SET disabled_at = clock_timestamp() WHERE id = $1 RETURNING disabled_at`, key).Scan(&at); err != nil {
+			return err
+		}
+		return f.client.EnqueueNoticeOnceTx(ctx, tx, notify.EventDisabled, key, at)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return notify.OccurrenceEventID(notify.EventDisabled, key, jobs.OccurrenceOf(at)), at
 }
 
 // hookPayload is the part of a webhook body the tests look at.
@@ -184,14 +206,20 @@ func TestEachNoticeTypeOncePerKeyAndSink(t *testing.T) {
 	if _, err := f.store.Revoke(ctx, f.db, revoked, f.store.Now(), keystore.Audit{Actor: keystore.ActorUser}); err != nil {
 		t.Fatal(err)
 	}
-	f.exec(t, `UPDATE keyworker.api_keys SET disabled_at = now() WHERE id = $1`, disabled)
+	disabledID, disabledAt := f.disableKey(t, disabled)
 
 	reports := []struct{ typ, key string }{
 		{notify.EventRotated, rotated}, {notify.EventRevoked, revoked}, {notify.EventDisabled, disabled}, {notify.EventCreated, newKey.ID},
 	}
+	report := func(tx pgx.Tx, typ, key string) error {
+		if typ == notify.EventDisabled {
+			return f.client.EnqueueNoticeOnceTx(ctx, tx, typ, key, disabledAt)
+		}
+		return f.client.EnqueueNoticeTx(ctx, tx, typ, key)
+	}
 	for _, r := range reports {
 		err := pgx.BeginFunc(ctx, f.db, func(tx pgx.Tx) error {
-			if err := f.client.EnqueueNoticeTx(ctx, tx, r.typ, r.key); err != nil {
+			if err := report(tx, r.typ, r.key); err != nil {
 				return err
 			}
 			return fmt.Errorf("rolled back")
@@ -202,9 +230,12 @@ func TestEachNoticeTypeOncePerKeyAndSink(t *testing.T) {
 	}
 	for range 2 {
 		for _, r := range reports {
-			f.enqueueNotice(t, r.typ, r.key)
+			if err := pgx.BeginFunc(ctx, f.db, func(tx pgx.Tx) error { return report(tx, r.typ, r.key) }); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	// The disable was reported once more, by disableKey.
 	f.waitEvents(t, "notified", 6+2*len(reports), 30*time.Second)
 	f.waitIdle(t, 10*time.Second)
 
@@ -215,6 +246,8 @@ func TestEachNoticeTypeOncePerKeyAndSink(t *testing.T) {
 	for _, r := range reports {
 		wantIDs[notify.EventID(r.typ, r.key)] = r.typ
 	}
+	delete(wantIDs, notify.EventID(notify.EventDisabled, disabled))
+	wantIDs[disabledID] = notify.EventDisabled
 	counts := hooks.counts()
 	payloads := hook.payloads(t)
 	if len(counts) != len(wantIDs) {
@@ -251,7 +284,7 @@ func TestEachNoticeTypeOncePerKeyAndSink(t *testing.T) {
 	if p.Data["rotated_to"] != newKey.ID || p.Data["revoked_at"] == nil {
 		t.Errorf("rotated payload %v, want rotated_to %s and revoked_at", p.Data, newKey.ID)
 	}
-	if p := payloads[notify.EventID(notify.EventDisabled, disabled)]; p.Data["disabled_at"] == nil {
+	if p := payloads[disabledID]; p.Data["disabled_at"] == nil {
 		t.Errorf("disabled payload %v lacks disabled_at", p.Data)
 	}
 	signup := payloads["notice_"+disabled]
@@ -300,10 +333,66 @@ func TestEachNoticeTypeOncePerKeyAndSink(t *testing.T) {
 	}
 }
 
-// TestOldNoticeJobsAndEventsStillCount: a DeliverNotices job without a type
-// (as earlier versions inserted) sends a created notice, and a 'notified'
-// event without a type counts as the created notice's: that sink is not
-// sent the created notice again, but is sent the key's other notices.
+// TestEachDisableItsOwnNotice: a key disabled, enabled and disabled again
+// gets two api_key.disabled notices, each once per sink (reported twice,
+// its first webhook try failing), with its own webhook-id and Message-ID,
+// each saying when that disable happened although the key is enabled when
+// they go out. A disabled notice delivered before occurrences existed (an
+// event without one) does not count for either.
+func TestEachDisableItsOwnNotice(t *testing.T) {
+	t.Parallel()
+	hook, hooks := failFirst(t)
+	mail := newSMTPServer(t)
+	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{hook.sender(t, 5*time.Second), mail.sender(t)} })
+	ctx := context.Background()
+	user := f.newUser(t, "")
+	key, _ := f.manualKey(t, user)
+	f.exec(t, `INSERT INTO keyworker.key_events (event, key_id, user_id, detail) VALUES ('notified', $1, $2, '{"sink": "webhook", "type": "api_key.disabled"}')`, key, user)
+
+	first, firstAt := f.disableKey(t, key)
+	if err := pgx.BeginFunc(ctx, f.db, func(tx pgx.Tx) error {
+		return f.client.EnqueueNoticeOnceTx(ctx, tx, notify.EventDisabled, key, firstAt)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.exec(t, `UPDATE keyworker.api_keys SET disabled_at = NULL WHERE id = $1`, key)
+	second, secondAt := f.disableKey(t, key)
+	f.exec(t, `UPDATE keyworker.api_keys SET disabled_at = NULL WHERE id = $1`, key)
+	if first == second || first != "disabled_"+key+"_"+strconv.FormatInt(firstAt.UnixMicro(), 10) {
+		t.Fatalf("webhook-ids %s and %s, want disabled_%s_<unix microseconds> each", first, second, key)
+	}
+	if n := count(t, f.db, `SELECT count(*) FROM keyworker.key_notices WHERE key_id = $1 AND type = $2`, key, notify.EventDisabled); n != 2 {
+		t.Fatalf("%d key_notices rows for the two disables, want 2", n)
+	}
+
+	f.start(t)
+	f.waitEvents(t, "notified", 1+2*2, 30*time.Second)
+	f.waitIdle(t, 10*time.Second)
+	if got := hooks.counts(); len(got) != 2 || got[first] != 1 || got[second] != 1 {
+		t.Fatalf("webhook accepted %v, want %s and %s once each", got, first, second)
+	}
+	payloads := hook.payloads(t)
+	for id, at := range map[string]time.Time{first: firstAt, second: secondAt} {
+		p := payloads[id]
+		got, _ := p.Data["disabled_at"].(string)
+		if when, err := time.Parse(time.RFC3339Nano, got); err != nil || !when.Equal(at) || !p.Timestamp.Equal(at) {
+			t.Errorf("%s: disabled_at %q, timestamp %v; want that disable's time %v in both", id, got, p.Timestamp, at)
+		}
+	}
+	subj := subjects(t, mail)
+	if len(subj) != 2 || subj[first] != notify.Subject(notify.EventDisabled) || subj[second] != notify.Subject(notify.EventDisabled) {
+		t.Fatalf("emails %v, want one for each of %s and %s", subj, first, second)
+	}
+	if n := count(t, f.db, `SELECT count(*) FROM (SELECT DISTINCT detail->>'occurrence', detail->>'sink' FROM keyworker.key_events
+		WHERE event = 'notified' AND key_id = $1 AND detail ? 'occurrence') d`, key); n != 4 {
+		t.Fatalf("%d (occurrence, sink) pairs among the notified events, want 4 (%v)", n, f.events(t, "key_id = $1", key))
+	}
+}
+
+// TestOldNoticeJobsAndEventsStillCount: a DeliverNotices job (as earlier
+// versions inserted) sends a created notice, and a 'notified' event without
+// a type counts as the created notice's: that sink is not sent the created
+// notice again, but is sent the key's other notices.
 func TestOldNoticeJobsAndEventsStillCount(t *testing.T) {
 	t.Parallel()
 	hook := newHookServer(t, nil)
@@ -318,7 +407,8 @@ func TestOldNoticeJobsAndEventsStillCount(t *testing.T) {
 	}
 	f.enqueueNotice(t, notify.EventRevoked, key)
 	f.start(t)
-	f.waitJobs(t, jobs.KindDeliverNotices, rivertype.JobStateCompleted, 2, 20*time.Second)
+	f.waitJobs(t, jobs.KindDeliverNotices, rivertype.JobStateCompleted, 1, 20*time.Second)
+	f.waitJobs(t, jobs.KindDeliverLifecycleNotices, rivertype.JobStateCompleted, 1, 20*time.Second)
 	reqs, _ := hook.snapshot()
 	if len(reqs) != 1 || reqs[0].id != "revoked_"+key {
 		ids := []string{}
@@ -364,8 +454,11 @@ func TestNoticeSkipRulesPerType(t *testing.T) {
 		{notify.EventDisabled, disabledKey, ""},
 		{notify.EventCreated, disabledKey, ""},
 	}
+	disabledID, _ := f.disableKey(t, disabledKey)
 	for _, c := range cases {
-		f.enqueueNotice(t, c.typ, c.key)
+		if c.typ != notify.EventDisabled {
+			f.enqueueNotice(t, c.typ, c.key)
+		}
 	}
 	f.start(t)
 	f.waitIdle(t, 20*time.Second)
@@ -376,6 +469,9 @@ func TestNoticeSkipRulesPerType(t *testing.T) {
 	}
 	for _, c := range cases {
 		id := notify.EventID(c.typ, c.key)
+		if c.typ == notify.EventDisabled {
+			id = disabledID
+		}
 		if got := sent[id]; got != (c.want == "") {
 			t.Errorf("%s sent = %v, want %v", id, got, c.want == "")
 		}
@@ -390,7 +486,9 @@ func TestNoticeSkipRulesPerType(t *testing.T) {
 }
 
 // TestEnqueueNoticeTxRefusesBadInput: an unknown type or a malformed id is
-// an error naming it; a key that does not exist is left out.
+// an error naming it, as is a disable reported without its time or a
+// once-per-key event reported with one; a key that does not exist is left
+// out.
 func TestEnqueueNoticeTxRefusesBadInput(t *testing.T) {
 	t.Parallel()
 	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{notify.NewLog(c.Logger)} })
@@ -400,6 +498,7 @@ func TestEnqueueNoticeTxRefusesBadInput(t *testing.T) {
 	for _, c := range []struct{ typ, id, want string }{
 		{"api_key.deleted", key, `event type "api_key.deleted" is unknown`},
 		{"", key, `event type "" is unknown`},
+		{notify.EventDisabled, key, "call EnqueueNoticeOnceTx with the key's disabled_at"},
 		{notify.EventRevoked, "nope", `key id "nope" is malformed`},
 	} {
 		err := pgx.BeginFunc(ctx, f.db, func(tx pgx.Tx) error { return f.client.EnqueueNoticeTx(ctx, tx, c.typ, c.id) })
@@ -407,16 +506,32 @@ func TestEnqueueNoticeTxRefusesBadInput(t *testing.T) {
 			t.Errorf("EnqueueNoticeTx(%q, %q) = %v, want %q", c.typ, c.id, err, c.want)
 		}
 	}
+	now := time.Now()
+	for _, c := range []struct {
+		typ, id string
+		at      time.Time
+		want    string
+	}{
+		{notify.EventRevoked, key, now, "it happens once per key: call EnqueueNoticeTx"},
+		{"api_key.deleted", key, now, `event type "api_key.deleted" is unknown`},
+		{notify.EventDisabled, key, time.Time{}, "its time is zero"},
+		{notify.EventDisabled, "nope", now, `key id "nope" is malformed`},
+	} {
+		err := pgx.BeginFunc(ctx, f.db, func(tx pgx.Tx) error { return f.client.EnqueueNoticeOnceTx(ctx, tx, c.typ, c.id, c.at) })
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("EnqueueNoticeOnceTx(%q, %q, %v) = %v, want %q", c.typ, c.id, c.at, err, c.want)
+		}
+	}
 	f.enqueueNotice(t, notify.EventRevoked, "00000000000000000000000000a", key, key)
 	if n := count(t, f.db, `SELECT count(*) FROM keyworker.key_notices`); n != 1 {
 		t.Fatalf("%d key_notices rows, want 1 (the existing key, once)", n)
 	}
 	var args string
-	if err := f.db.QueryRow(ctx, `SELECT args::text FROM keyworker.river_job WHERE kind = $1`, jobs.KindDeliverNotices).Scan(&args); err != nil {
+	if err := f.db.QueryRow(ctx, `SELECT args::text FROM keyworker.river_job WHERE kind = $1`, jobs.KindDeliverLifecycleNotices).Scan(&args); err != nil {
 		t.Fatal(err)
 	}
-	var got jobs.DeliverNoticesArgs
-	if err := json.Unmarshal([]byte(args), &got); err != nil || !slices.Equal(got.KeyIDs, []string{key}) || got.Type != notify.EventRevoked {
+	var got jobs.DeliverLifecycleNoticesArgs
+	if err := json.Unmarshal([]byte(args), &got); err != nil || !slices.Equal(got.KeyIDs, []string{key}) || got.Type != notify.EventRevoked || got.Occurrence != "" {
 		t.Fatalf("job args %s, want the existing key's revoked notice", args)
 	}
 }
@@ -497,5 +612,107 @@ func TestLifecycleScanSendsExpiringAndExpiredOnce(t *testing.T) {
 	sort.Strings(want)
 	if got := sent(); !slices.Equal(got, want) {
 		t.Fatalf("after moving lifecycle_notices_since the webhook got %v, want %v", got, want)
+	}
+}
+
+// oldNoticeArgs is DeliverNoticesArgs as keyworker wrote it before
+// lifecycle notices: key ids only, every notice a created one.
+type oldNoticeArgs struct {
+	KeyIDs []string `json:"key_ids"`
+}
+
+func (oldNoticeArgs) Kind() string { return jobs.KindDeliverNotices }
+
+// oldNoticeWorker stands for the notice worker of a replica not yet
+// upgraded: it records the keys it was given (as created notices).
+type oldNoticeWorker struct {
+	river.WorkerDefaults[oldNoticeArgs]
+	got chan []string
+}
+
+func (w *oldNoticeWorker) Work(_ context.Context, job *river.Job[oldNoticeArgs]) error {
+	w.got <- job.Args.KeyIDs
+	return nil
+}
+
+// TestOlderReplicaNeverTakesLifecycleNotices: during a rolling upgrade, a
+// replica of the version before lifecycle notices shares the notice queue.
+// A revoked notice enqueued by EnqueueNoticeTx must not reach its notice
+// worker (which would take it for a created notice and skip or mislabel
+// it): the older replica fails it as an unknown kind, and River retries it
+// until an upgraded replica sends it, as a revoked notice, once.
+func TestOlderReplicaNeverTakesLifecycleNotices(t *testing.T) {
+	t.Parallel()
+	hook := newHookServer(t, nil)
+	f := setup(t, func(c *jobs.Config) { c.Senders = []notify.Sender{hook.sender(t, 5*time.Second)} })
+	ctx := context.Background()
+	user := f.newUser(t, "")
+	key, _ := f.manualKey(t, user)
+	f.enqueueNotice(t, notify.EventRevoked, key)
+
+	old := &oldNoticeWorker{got: make(chan []string, 10)}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, old)
+	oldClient, err := river.NewClient(riverpgxv5.New(f.db), &river.Config{
+		Schema:            "keyworker",
+		Queues:            map[string]river.QueueConfig{jobs.QueueNotices: {MaxWorkers: 1}},
+		Workers:           workers,
+		RetryPolicy:       fastRetry{},
+		FetchPollInterval: 50 * time.Millisecond,
+		FetchCooldown:     10 * time.Millisecond,
+		Logger:            f.logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := oldClient.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stopOld := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := oldClient.Stop(sctx); err != nil {
+			t.Errorf("stopping the older replica: %v", err)
+		}
+	}
+	defer stopOld()
+	// The older replica fetches the job: it either works it (the defect) or
+	// fails it for an unknown kind.
+	eventually(t, 20*time.Second, func() (bool, string) {
+		if len(old.got) > 0 {
+			return true, ""
+		}
+		n := count(t, f.db, `SELECT count(*) FROM keyworker.river_job WHERE attempt >= 1 AND cardinality(errors) >= 1`)
+		return n >= 1, "the older replica to fetch the notice job (" + f.jobStates(t) + ")"
+	})
+	stopOld()
+	if len(old.got) > 0 {
+		t.Fatalf("the older replica's notice worker took the revoked notice of %v as a created one", <-old.got)
+	}
+	var errText string
+	if err := f.db.QueryRow(ctx, `SELECT errors[1]->>'error' FROM keyworker.river_job WHERE cardinality(errors) >= 1`).Scan(&errText); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errText, "not registered") && !strings.Contains(errText, "unknown") {
+		t.Errorf("the older replica failed the job with %q, want an unknown kind", errText)
+	}
+
+	f.start(t)
+	f.waitIdle(t, 20*time.Second)
+	reqs, _ := hook.snapshot()
+	if len(reqs) != 1 || reqs[0].id != "revoked_"+key {
+		var ids []string
+		for _, r := range reqs {
+			ids = append(ids, r.id)
+		}
+		t.Fatalf("after the upgrade the webhook got %v, want revoked_%s once", ids, key)
+	}
+	if p := hook.payloads(t)["revoked_"+key]; p.Type != notify.EventRevoked {
+		t.Fatalf("the notice has type %q, want %s", p.Type, notify.EventRevoked)
 	}
 }

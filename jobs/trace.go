@@ -219,7 +219,7 @@ func outcomeFor(kind string, output []byte, userID string, keyIDs []string) stri
 		if r, ok := o.Skipped[userID]; ok {
 			return "skipped " + r
 		}
-	case KindDeliverNotices:
+	case KindDeliverNotices, KindDeliverLifecycleNotices:
 		var o noticesOutput
 		if json.Unmarshal(output, &o) != nil {
 			return ""

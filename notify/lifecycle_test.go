@@ -54,6 +54,12 @@ func TestEventIDs(t *testing.T) {
 		if got := notify.EventID(typ, "K"); got != want {
 			t.Errorf("EventID(%q, K) = %q, want %q", typ, got, want)
 		}
+		if got := notify.OccurrenceEventID(typ, "K", ""); got != want {
+			t.Errorf("OccurrenceEventID(%q, K, \"\") = %q, want %q", typ, got, want)
+		}
+	}
+	if got := notify.OccurrenceEventID(notify.EventDisabled, "K", "1767225600000000"); got != "disabled_K_1767225600000000" {
+		t.Errorf("OccurrenceEventID(disabled, K, 1767225600000000) = %q, want disabled_K_1767225600000000", got)
 	}
 	seen := map[string]bool{}
 	for _, typ := range notify.EventTypes() {

@@ -48,13 +48,28 @@ func KnownEventType(t string) bool {
 // key keyID: "notice_<key id>" for EventCreated (and an empty type), which
 // receivers of earlier versions already dedupe on, and "<event>_<key id>"
 // for the others ("rotated_<key id>", "expired_<key id>", ...). A key has at
-// most one notice per event type, so the id is the same on every retry and
-// differs between events.
+// most one notice per event type that happens once (all but EventDisabled),
+// so the id is the same on every retry and differs between events; a
+// repeatable event's notices take OccurrenceEventID.
 func EventID(eventType, keyID string) string {
 	if eventType == "" || eventType == EventCreated {
 		return "notice_" + keyID
 	}
 	return strings.TrimPrefix(eventType, "api_key.") + "_" + keyID
+}
+
+// OccurrenceEventID returns the stable id of the notice of one occurrence
+// of an event that can happen to a key more than once (EventDisabled: each
+// disable after an enable): EventID(eventType, keyID) + "_" + occurrence,
+// or EventID(eventType, keyID) when occurrence is empty. keyworker's
+// occurrence of a disable is its disabled_at in unix microseconds
+// ("disabled_<key id>_1767225600000000"), so each disable's notice has its
+// own id, the same on every retry.
+func OccurrenceEventID(eventType, keyID, occurrence string) string {
+	if occurrence == "" {
+		return EventID(eventType, keyID)
+	}
+	return EventID(eventType, keyID) + "_" + occurrence
 }
 
 // Notice tells a user that something happened to one of their API keys: it
@@ -71,7 +86,7 @@ type Notice struct {
 	// EventID identifies this notice and stays the same across retries, so a
 	// receiver can drop duplicates. The webhook sends it as webhook-id; the
 	// email uses it for its Message-ID. Required; by convention
-	// EventID(Type, KeyID).
+	// EventID(Type, KeyID), or OccurrenceEventID for an event that repeats.
 	EventID string
 
 	// KeyID is the key's public id (its KSUID). Required.
@@ -103,7 +118,9 @@ type Notice struct {
 	// revoked; nil if it is not.
 	RevokedAt *time.Time
 
-	// DisabledAt is when the key was disabled; nil if it is enabled.
+	// DisabledAt is when the key was disabled; nil if it is enabled. In an
+	// EventDisabled notice it is the time of that disable, even if the key
+	// has been enabled (or disabled again) since.
 	DisabledAt *time.Time
 
 	// RotatedTo is the id of the key that replaced this one, for

@@ -18,9 +18,10 @@ import (
 // key that expired before the upgrade, and checks what 007 adds: the time
 // lifecycle notices start from (after that key's expiry, so it gets no
 // api_key.expired notice), disabled_at, the expires_at index, and
-// key_notices, whose primary key lets one notice per key and event in,
-// which refuses an unknown event type, goes with its key, and is closed to
-// every API role.
+// key_notices, whose primary key lets one notice per key and event in (per
+// occurrence for api_key.disabled, which alone may have one), which refuses
+// an unknown event type, goes with its key, and is closed to every API
+// role.
 func TestLifecycleNoticesMigration(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -72,6 +73,19 @@ func TestLifecycleNoticesMigration(t *testing.T) {
 		if err != nil || tag.RowsAffected() != want {
 			t.Fatalf("insert %d: %v rows, %v; want %d", i, tag.RowsAffected(), err, want)
 		}
+	}
+	withOccurrence := `INSERT INTO keyworker.key_notices (key_id, type, occurrence) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
+	for i, c := range []struct {
+		occurrence string
+		want       int64
+	}{{"", 1}, {"1767225600000000", 1}, {"1767225600000001", 1}, {"1767225600000000", 0}} {
+		tag, err := p.Exec(ctx, withOccurrence, k.ID, "api_key.disabled", c.occurrence)
+		if err != nil || tag.RowsAffected() != c.want {
+			t.Fatalf("disabled notice %d (occurrence %q): %v rows, %v; want %d", i, c.occurrence, tag.RowsAffected(), err, c.want)
+		}
+	}
+	if _, err := p.Exec(ctx, withOccurrence, k.ID, "api_key.revoked", "1767225600000000"); !isCode(err, pgerrcode.CheckViolation) {
+		t.Fatalf("an occurrence of a once-per-key event: %v, want a check violation", err)
 	}
 	if _, err := p.Exec(ctx, insert, k.ID, "api_key.deleted"); !isCode(err, pgerrcode.CheckViolation) {
 		t.Fatalf("an unknown event type: %v, want a check violation", err)

@@ -6,15 +6,20 @@
 -- The once-per-key-and-event guard: a notice is enqueued only by the
 -- transaction that inserts its row here (ON CONFLICT DO NOTHING), so however
 -- often a change or the lifecycle scan is retried, a key gets one notice per
--- event type. Signup keys' created notices do not use it: the signup batch
--- enqueues them in the transaction that makes the keys. Internal: row level
--- security with no policy, nothing granted (grants.sql).
+-- event. An event that can happen to a key again (api_key.disabled, after an
+-- enable) names each time in occurrence (the disabled_at of that disable, in
+-- unix microseconds); the others happen once per key and leave it ''.
+-- Signup keys' created notices do not use it: the signup batch enqueues them
+-- in the transaction that makes the keys. Internal: row level security with
+-- no policy, nothing granted (grants.sql).
 CREATE TABLE IF NOT EXISTS {{schema}}.key_notices (
 	key_id text NOT NULL REFERENCES {{schema}}.api_keys (id) ON DELETE CASCADE,
 	type text NOT NULL CHECK (type IN ('api_key.created', 'api_key.rotated', 'api_key.revoked',
 		'api_key.disabled', 'api_key.expiring', 'api_key.expired')),
+	occurrence text NOT NULL DEFAULT ''
+		CHECK (occurrence = '' OR type = 'api_key.disabled'),
 	queued_at timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (key_id, type)
+	PRIMARY KEY (key_id, type, occurrence)
 );
 ALTER TABLE {{schema}}.key_notices ENABLE ROW LEVEL SECURITY;
 
