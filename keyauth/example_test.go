@@ -104,7 +104,7 @@ func exampleSetup() (*pgxpool.Pool, string, func()) {
 // An app that does not reach keyworker's database asks keyworker over HTTP,
 // with a service token from keyworker's verify tokens.
 func ExampleRemote() {
-	checker, err := keyauth.Remote("https://keys.example.com", os.Getenv("KEYWORKER_VERIFY_TOKEN"),
+	checker, err := keyauth.Remote("https://keys.example.com", os.Getenv("KEYS_SERVICE_TOKEN"),
 		keyauth.WithTimeout(2*time.Second))
 	if err != nil {
 		fmt.Println(err)

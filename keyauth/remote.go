@@ -98,6 +98,9 @@ func Remote(baseURL, serviceToken string, opts ...RemoteOption) (Checker, error)
 }
 
 func verifyURL(baseURL string) (string, error) {
+	if !strings.Contains(baseURL, "://") && baseURL != "" && !strings.Contains(baseURL, "@") {
+		return "", fmt.Errorf("keyauth.Remote: baseURL %q has no scheme: give keyworker's address with it, like http://%s or https://%s", baseURL, baseURL, baseURL)
+	}
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", fmt.Errorf("keyauth.Remote: baseURL must be keyworker's http or https address, like https://keys.example.com, got %q", redactURL(baseURL))

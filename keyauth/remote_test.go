@@ -238,7 +238,8 @@ func TestRemoteArguments(t *testing.T) {
 		says              string
 	}{
 		{"empty base", "", serviceToken, nil, "baseURL must be keyworker's http or https address"},
-		{"no scheme", "keys.example.com", serviceToken, nil, "baseURL must be keyworker's http or https address"},
+		{"no scheme", "keys.example.com", serviceToken, nil, "has no scheme: give keyworker's address with it, like http://keys.example.com"},
+		{"host and port without a scheme", "127.0.0.1:8080", serviceToken, nil, "like http://127.0.0.1:8080 or https://127.0.0.1:8080"},
 		{"ftp", "ftp://keys.example.com", serviceToken, nil, "baseURL must be keyworker's http or https address"},
 		{"credentials in URL", "https://admin:hunter2@keys.example.com", serviceToken, nil, "must not carry credentials"},
 		{"query", "https://keys.example.com/?token=hunter2", serviceToken, nil, "no query or fragment"},

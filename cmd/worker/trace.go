@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keyworker/keyworker/jobs"
+	"github.com/keyworker/keyworker/keystore"
 )
 
 func traceFlags(fs *flag.FlagSet) {
@@ -105,8 +106,11 @@ func printTrace(e env, tr *jobs.Trace, jobURL string) {
 	}
 	for _, k := range tr.Keys {
 		pickup := "gone (picked up, expired or revoked)"
-		if k.PickupWaiting {
+		switch {
+		case k.PickupWaiting:
 			pickup = "waiting"
+		case k.Source != keystore.SourceSignup:
+			pickup = "none (shown once when made)"
 		}
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Source, k.Last4, ts(&k.CreatedAt), ts(k.ExpiresAt), ts(k.RevokedAt), pickup)
 	}
