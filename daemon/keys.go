@@ -116,13 +116,7 @@ func (s keyService) Verify(ctx context.Context, key string) (keystore.Verificati
 }
 
 func newKey(c keystore.Created, plaintext string) server.NewKey {
-	return server.NewKey{
-		KeyInfo: server.KeyInfo{Info: keystore.Info{
-			ID: c.ID, UserID: c.UserID, Name: c.Name, Prefix: c.Prefix, Last4: c.Last4, Source: c.Source,
-			CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt, RotatedFrom: c.RotatedFrom,
-		}},
-		Key: plaintext,
-	}
+	return server.NewKey{KeyInfo: server.KeyInfo{Info: c.Info()}, Key: plaintext}
 }
 
 // maxLive is the store's limit argument: 0 means none.

@@ -268,6 +268,15 @@ func (s *Store) checkNewKey(nk *NewKey, now time.Time) error {
 	return nil
 }
 
+// Info is the new key's metadata as Get would read it: enabled, not
+// revoked, never used.
+func (c Created) Info() Info {
+	return Info{
+		ID: c.ID, UserID: c.UserID, Name: c.Name, Prefix: c.Prefix, Last4: c.Last4, Source: c.Source,
+		CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt, RotatedFrom: c.RotatedFrom,
+	}
+}
+
 func createdFromInfo(i Info) Created {
 	return Created{
 		ID: i.ID, UserID: i.UserID, Name: i.Name, Prefix: i.Prefix, Last4: i.Last4, Source: i.Source,
