@@ -3,7 +3,6 @@ package sql
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"io/fs"
@@ -13,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -310,8 +310,7 @@ func Version(ctx context.Context, db interface {
 	var v int
 	err := db.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+pgx.Identifier{schema}.Sanitize()+`.schema_migrations`).Scan(&v)
 	if err != nil {
-		var pgErr interface{ SQLState() string }
-		if errors.As(err, &pgErr) && (pgErr.SQLState() == "42P01" || pgErr.SQLState() == "3F000") {
+		if c := SQLState(err); c == pgerrcode.UndefinedTable || c == pgerrcode.InvalidSchemaName {
 			return 0, nil
 		}
 		return 0, fmt.Errorf("reading migration version: %w", err)

@@ -217,8 +217,8 @@ func TestMigrateUnknownUsersTableSaysWhatToSet(t *testing.T) {
 	t.Parallel()
 	p := pool(t, harness.Database(t))
 	_, err := kwsql.Migrate(context.Background(), p, kwsql.Config{UsersTable: "auth.nope"})
-	if err == nil || !strings.Contains(err.Error(), "KEYWORKER_USERS_TABLE") {
-		t.Fatalf("want an error naming KEYWORKER_USERS_TABLE, got %v", err)
+	if err == nil || !strings.Contains(err.Error(), "set UsersTable") {
+		t.Fatalf("want an error naming UsersTable, got %v", err)
 	}
 	// Nothing half-applied.
 	var n int

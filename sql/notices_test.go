@@ -2,12 +2,10 @@ package sql_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgerrcode"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keyworker/keyworker/keys"
@@ -84,13 +82,13 @@ func TestLifecycleNoticesMigration(t *testing.T) {
 			t.Fatalf("disabled notice %d (occurrence %q): %v rows, %v; want %d", i, c.occurrence, tag.RowsAffected(), err, c.want)
 		}
 	}
-	if _, err := p.Exec(ctx, withOccurrence, k.ID, "api_key.revoked", "1767225600000000"); !isCode(err, pgerrcode.CheckViolation) {
+	if _, err := p.Exec(ctx, withOccurrence, k.ID, "api_key.revoked", "1767225600000000"); kwsql.SQLState(err) != pgerrcode.CheckViolation {
 		t.Fatalf("an occurrence of a once-per-key event: %v, want a check violation", err)
 	}
-	if _, err := p.Exec(ctx, insert, k.ID, "api_key.deleted"); !isCode(err, pgerrcode.CheckViolation) {
+	if _, err := p.Exec(ctx, insert, k.ID, "api_key.deleted"); kwsql.SQLState(err) != pgerrcode.CheckViolation {
 		t.Fatalf("an unknown event type: %v, want a check violation", err)
 	}
-	if _, err := p.Exec(ctx, insert, "0000000000000000000000000000", "api_key.revoked"); !isCode(err, pgerrcode.ForeignKeyViolation) {
+	if _, err := p.Exec(ctx, insert, "0000000000000000000000000000", "api_key.revoked"); kwsql.SQLState(err) != pgerrcode.ForeignKeyViolation {
 		t.Fatalf("a notice of no key: %v, want a foreign key violation", err)
 	}
 	for _, role := range []string{"anon", "authenticated", "service_role"} {
@@ -108,11 +106,6 @@ func TestLifecycleNoticesMigration(t *testing.T) {
 	if n := count(t, p, `SELECT count(*) FROM keyworker.key_notices`); n != 0 {
 		t.Fatalf("%d notices outlived their key", n)
 	}
-}
-
-func isCode(err error, code string) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == code
 }
 
 func count(t *testing.T, p *pgxpool.Pool, q string, args ...any) int {
