@@ -4,8 +4,6 @@ import (
 	"errors"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/keyworker/keyworker/users"
 )
 
@@ -98,13 +96,4 @@ func (e *PreflightError) Unwrap() []error {
 		return []error{e.Kind, e.Cause}
 	}
 	return []error{e.Kind}
-}
-
-// sqlState returns the SQLSTATE of a server error in err's chain, or "".
-func sqlState(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	kwsql "github.com/keyworker/keyworker/sql"
 	"github.com/keyworker/keyworker/users"
 )
 
@@ -243,7 +244,7 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	fn := pgx.Identifier{l.cfg.Schema, TriggerFunction}.Sanitize()
 	body := l.functionBody()
 	if err := replaceFunction(ctx, l.pool, fn, body); err != nil {
-		if sqlState(err) == pgerrcode.InsufficientPrivilege {
+		if kwsql.SQLState(err) == pgerrcode.InsufficientPrivilege {
 			return &PreflightError{Kind: ErrNoPrivilege, Detail: fmt.Sprintf("role %s may not create or replace %s", user, fn),
 				Fix: "run the worker as the role that ran `worker migrate` (it owns the schema)", Cause: err}
 		}
@@ -277,9 +278,9 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	case err == nil:
 		l.log.Info("signup trigger created", "table", t.String(), "trigger", TriggerName)
 		return nil
-	case sqlState(err) == pgerrcode.DuplicateObject:
+	case kwsql.SQLState(err) == pgerrcode.DuplicateObject:
 		return l.ensureTrigger(ctx, user, owner)
-	case sqlState(err) != pgerrcode.InsufficientPrivilege:
+	case kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege:
 		return fmt.Errorf("creating trigger %s on %s: %w", TriggerName, t, err)
 	}
 	// The owner creates the trigger; it needs to reach our function for

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	kwsql "github.com/keyworker/keyworker/sql"
 )
 
 // Logical reads signups from a logical replication slot (pgoutput) and hands
@@ -176,7 +178,7 @@ func (l *Logical) run(ctx context.Context) {
 			// done.
 			bo.reset()
 		}
-		if sqlState(err) == pgerrcode.ObjectInUse {
+		if kwsql.SQLState(err) == pgerrcode.ObjectInUse {
 			l.st.setRole(RoleStandby)
 			if !standby {
 				l.log.Info("another replica holds the replication slot: waiting as a standby to take it over", "error", err)

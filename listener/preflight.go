@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	kwsql "github.com/keyworker/keyworker/sql"
 )
 
 // minServerVersion is the oldest PostgreSQL logical mode accepts:
@@ -220,7 +222,7 @@ func (l *Logical) preflight(ctx context.Context) error {
 	defer closeConn(conn)
 	sys, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {
-		if sqlState(err) == pgerrcode.SyntaxError {
+		if kwsql.SQLState(err) == pgerrcode.SyntaxError {
 			return poolerError(pooler{transactionPooler, "the server took IDENTIFY_SYSTEM for SQL, so the replication=database parameter did not reach it"}, ModeLogical, err)
 		}
 		return fmt.Errorf("identifying the system over the replication connection: %w", err)
@@ -244,7 +246,7 @@ func checkMigrated(ctx context.Context, db queryer, schema, table, privs string)
 		                 AND NOT (SELECT r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
 		            FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)), false)`, qualified, privs).Scan(&exists, &allowed, &hidden)
 	if err != nil {
-		if sqlState(err) == pgerrcode.InsufficientPrivilege {
+		if kwsql.SQLState(err) == pgerrcode.InsufficientPrivilege {
 			return &PreflightError{Kind: ErrNoPrivilege, Detail: fmt.Sprintf("this role may not use schema %s", schema),
 				Fix: "run the worker as the role that ran `worker migrate`, or grant it USAGE on the schema", Cause: err}
 		}
@@ -285,7 +287,7 @@ func (l *Logical) connectReplication(ctx context.Context) (*pgconn.PgConn, error
 	if err == nil {
 		return conn, nil
 	}
-	switch sqlState(err) {
+	switch kwsql.SQLState(err) {
 	case pgerrcode.ProtocolViolation:
 		return nil, poolerError(pooler{sessionPooler, "the server refused the replication=database startup parameter"}, ModeLogical, err)
 	case pgerrcode.InvalidAuthorizationSpecification:
@@ -471,9 +473,9 @@ func (l *Logical) ensurePublication(ctx context.Context) error {
 		case err == nil:
 			l.log.Info("publication created", "publication", l.cfg.PublicationName, "table", t.String(), "columns", strings.Join(cols, ","))
 			return nil
-		case sqlState(err) == pgerrcode.DuplicateObject && attempt == 0:
+		case kwsql.SQLState(err) == pgerrcode.DuplicateObject && attempt == 0:
 			continue // another replica made it just now: check it
-		case sqlState(err) == pgerrcode.InsufficientPrivilege:
+		case kwsql.SQLState(err) == pgerrcode.InsufficientPrivilege:
 			return notPublishable(err)
 		default:
 			return fmt.Errorf("creating publication %s: %w", l.cfg.PublicationName, err)

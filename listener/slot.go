@@ -8,6 +8,8 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	kwsql "github.com/keyworker/keyworker/sql"
 )
 
 // slotInfo is the slot's row in pg_replication_slots.
@@ -106,7 +108,7 @@ func (l *Logical) ensureSlot(ctx context.Context) (slotStart, error) {
 		// Only while it is still the lost one: another replica may have
 		// replaced it a moment ago.
 		if _, err := l.pool.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
-			WHERE slot_name = $1 AND wal_status = 'lost'`, l.cfg.SlotName); err != nil && sqlState(err) != pgerrcode.UndefinedObject {
+			WHERE slot_name = $1 AND wal_status = 'lost'`, l.cfg.SlotName); err != nil && kwsql.SQLState(err) != pgerrcode.UndefinedObject {
 			return slotStart{}, fmt.Errorf("dropping invalidated replication slot %s: %w", l.cfg.SlotName, err)
 		}
 		slot = nil
@@ -208,7 +210,7 @@ func (l *Logical) reconcile(ctx context.Context, reason string, at pglogrepl.LSN
 func (l *Logical) createSlot(ctx context.Context) (bool, error) {
 	var lsn string
 	err := l.pool.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, l.cfg.SlotName).Scan(&lsn)
-	switch sqlState(err) {
+	switch kwsql.SQLState(err) {
 	case "":
 		if err != nil {
 			return false, fmt.Errorf("creating replication slot %s: %w", l.cfg.SlotName, err)
