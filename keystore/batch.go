@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keyworker/keyworker/keys"
+	kwsql "github.com/keyworker/keyworker/sql"
 	"github.com/keyworker/keyworker/users"
 )
 
@@ -171,7 +172,7 @@ func (s *Store) CreateSignupKeysTx(ctx context.Context, tx pgx.Tx, b SignupBatch
 			if err == nil {
 				break
 			}
-			if attempt < maxBatchAttempts && (isPgCode(err, pgerrcode.ForeignKeyViolation) || isPgCode(err, pgerrcode.DeadlockDetected)) {
+			if attempt < maxBatchAttempts && (kwsql.SQLState(err) == pgerrcode.ForeignKeyViolation || kwsql.SQLState(err) == pgerrcode.DeadlockDetected) {
 				continue
 			}
 			return nil, fmt.Errorf("creating the signup keys of %d users: %w", n, err)
@@ -202,9 +203,9 @@ func (s *Store) CreateSignupKeysTx(ctx context.Context, tx pgx.Tx, b SignupBatch
 // pipeline); only a failure costs another.
 func (s *Store) runSignupBatch(ctx context.Context, tx pgx.Tx, q string, args []any) ([]SignupOutcome, error) {
 	b := &pgx.Batch{}
-	b.Queue(`SAVEPOINT keyworker_signup_batch`)
+	b.Queue(savepointSignupBatch)
 	b.Queue(q, args...)
-	b.Queue(`RELEASE SAVEPOINT keyworker_signup_batch`)
+	b.Queue(releaseSignupBatch)
 	br := tx.SendBatch(ctx, b)
 	out, err := func() ([]SignupOutcome, error) {
 		if _, err := br.Exec(); err != nil {
@@ -229,58 +230,12 @@ func (s *Store) runSignupBatch(ctx context.Context, tx pgx.Tx, q string, args []
 		err = cerr
 	}
 	if err != nil {
-		if _, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT keyworker_signup_batch`); rerr != nil {
+		if _, rerr := tx.Exec(ctx, rollbackSignupBatch); rerr != nil {
 			return nil, fmt.Errorf("%w (and rolling back to the savepoint: %v)", err, rerr)
 		}
 		return nil, err
 	}
 	return out, nil
-}
-
-// signupBatchQuery is the one statement of a batch. Arguments: $1 user ids
-// (sorted), $2..$6 per-user key id, hash, salt, last 4 and sealed secret,
-// $7 prefix, $8 now, $9 key expiry, $10 reveal expiry, $11 job id, $12
-// attempt, $13 actor, $14 audit detail, $15 hash version, $16 and $17 the
-// two expiries as JSON text, $18 DeferMissing.
-func (s *Store) signupBatchQuery(t users.Table, includeAnonymous bool) string {
-	t = t.WithDefaults()
-	r := strings.NewReplacer("{schema}", pgx.Identifier{s.schema}.Sanitize(), "{users}", t.Ident(),
-		"{uid}", users.Col(t.IDColumn), "{skip}", t.SkipReasonSQL("u", includeAnonymous)).Replace
-	return r(`WITH x AS (
-		SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], $5::text[], $6::bytea[])
-			AS x(user_id, key_id, secret_hash, salt, last4, sealed)
-	), l AS (
-		SELECT x.*, {skip} AS skip FROM x LEFT JOIN {users} u ON u.{uid} = x.user_id
-	), ins AS (
-		INSERT INTO {schema}.api_keys
-			(id, user_id, name, prefix, secret_hash, salt, hash_version, last4, source, created_at, expires_at)
-		SELECT l.key_id, l.user_id, 'default', $7, l.secret_hash, l.salt, $15, l.last4, 'signup', $8, $9
-		  FROM l WHERE l.skip IS NULL
-		 ORDER BY l.user_id
-		ON CONFLICT (user_id) WHERE source = 'signup' DO NOTHING
-		RETURNING id, user_id
-	), rev AS (
-		INSERT INTO {schema}.key_reveals (key_id, user_id, sealed, created_at, expires_at)
-		SELECT ins.id, ins.user_id, l.sealed, $8, $10 FROM ins JOIN l ON l.key_id = ins.id
-	), o AS (
-		SELECT l.user_id,
-		       CASE WHEN l.skip IS NOT NULL THEN l.skip WHEN ins.id IS NOT NULL THEN 'created' ELSE 'key_exists' END AS outcome,
-		       coalesce(ins.id, e.id) AS key_id,
-		       CASE WHEN ins.id IS NOT NULL THEN l.last4 END AS last4
-		  FROM l
-		  LEFT JOIN ins ON ins.id = l.key_id
-		  LEFT JOIN {schema}.api_keys e ON ins.id IS NULL AND l.skip IS NULL AND e.user_id = l.user_id AND e.source = 'signup'
-	), ev AS (
-		INSERT INTO {schema}.key_events (occurred_at, event, key_id, user_id, job_id, attempt, actor, detail)
-		SELECT $8, CASE WHEN o.outcome = 'created' THEN 'created' ELSE 'skipped' END, o.key_id, o.user_id, $11, $12, $13,
-		       CASE WHEN o.outcome = 'created'
-		            THEN $14::jsonb || jsonb_strip_nulls(jsonb_build_object('source', 'signup', 'name', 'default',
-		                 'prefix', $7::text, 'last4', o.last4, 'expires_at', $16::text, 'reveal_expires_at', $17::text))
-		            ELSE $14::jsonb || jsonb_build_object('reason', o.outcome) END
-		  FROM o WHERE NOT ($18 AND o.outcome = 'user_missing') ORDER BY o.user_id
-	)
-	SELECT o.user_id::text, CASE WHEN $18 AND o.outcome = 'user_missing' THEN 'not_visible' ELSE o.outcome END,
-	       coalesce(o.key_id, ''), coalesce(o.last4, '') FROM o ORDER BY o.user_id`)
 }
 
 // jsonTime formats t as encoding/json does, for details written in SQL.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keyworker/keyworker/keystore"
@@ -126,7 +127,7 @@ func TestEndUsersReachOnlyTheirOwnKeysAfterSupabasesRecipe(t *testing.T) {
 					`SELECT id FROM keyworker_api.list_api_keys() ORDER BY id`,
 				} {
 					got, err := f.queryStrings(t, c.who, q)
-					if c.who == anon && isInsufficientPrivilege(err) {
+					if c.who == anon && kwsql.SQLState(err) == pgerrcode.InsufficientPrivilege {
 						continue
 					}
 					if err != nil || !slices.Equal(got, c.want) {
@@ -164,7 +165,7 @@ func TestEndUsersReachOnlyTheirOwnKeysAfterSupabasesRecipe(t *testing.T) {
 					err := f.request(t, c, func(tx pgx.Tx) error {
 						return tx.QueryRow(ctx, `SELECT count(*) FROM `+table).Scan(&n)
 					})
-					if !isInsufficientPrivilege(err) && (err != nil || n != 0) {
+					if kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege && (err != nil || n != 0) {
 						t.Errorf("%s: SELECT FROM %s = %d rows, %v; want permission denied or no row", c.name, table, n, err)
 					}
 				}
@@ -174,7 +175,7 @@ func TestEndUsersReachOnlyTheirOwnKeysAfterSupabasesRecipe(t *testing.T) {
 						VALUES ('` + aliceKey.ID[:26] + `Y', '` + aliceID + `', 'sk', '\x` + fmt.Sprintf("%064x", 0) + `', '\x` + fmt.Sprintf("%032x", 0) + `', 'abcd', 'manual')`,
 					`INSERT INTO keyworker.key_events (event) VALUES ('forged')`,
 				} {
-					if err := f.request(t, c, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, q); return err }); !isInsufficientPrivilege(err) {
+					if err := f.request(t, c, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, q); return err }); kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege {
 						t.Errorf("%s: %s = %v, want permission denied or a row level security violation", c.name, q, err)
 					}
 				}
@@ -192,7 +193,7 @@ func TestEndUsersReachOnlyTheirOwnKeysAfterSupabasesRecipe(t *testing.T) {
 						}
 						return err
 					})
-					if err != nil && !isInsufficientPrivilege(err) {
+					if err != nil && kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege {
 						t.Errorf("%s: %s: %v", c.name, q, err)
 					}
 				}
@@ -212,12 +213,12 @@ func TestEndUsersReachOnlyTheirOwnKeysAfterSupabasesRecipe(t *testing.T) {
 				} {
 					if ok, err := revoke(c, q, bobKey.ID); ok {
 						t.Errorf("%s: %s of bob's key = true", c.name, q)
-					} else if err != nil && !isInsufficientPrivilege(err) {
+					} else if err != nil && kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege {
 						t.Errorf("%s: %s of bob's key: %v", c.name, q, err)
 					}
 				}
 			}
-			if ok, err := revoke(alice, `SELECT keyworker.revoke_api_key($1, now() - interval '1 day')`, aliceManual.ID); ok || !isInsufficientPrivilege(err) {
+			if ok, err := revoke(alice, `SELECT keyworker.revoke_api_key($1, now() - interval '1 day')`, aliceManual.ID); ok || kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege {
 				t.Errorf("alice backdating her own key's revocation = %v, %v; want an insufficient_privilege error", ok, err)
 			}
 			if info, _ := f.store.Get(ctx, f.db, bobKey.ID); info.RevokedAt != nil {

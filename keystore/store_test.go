@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
 )
@@ -381,9 +379,4 @@ func TestEventTx(t *testing.T) {
 			t.Errorf("EventTx(%q) = %v", bad, err)
 		}
 	}
-}
-
-func isInsufficientPrivilege(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "42501"
 }
