@@ -9,9 +9,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	kwsql "github.com/keyworker/keyworker/sql"
 )
 
 // statusReport is what `worker status` prints; `--json` prints it as is.
@@ -80,17 +82,17 @@ func statusFlags(fs *flag.FlagSet) {
 
 func readStatus(ctx context.Context, pool *pgxpool.Pool, mode, schema, slot string) (*statusReport, error) {
 	r := &statusReport{Mode: mode, Schema: schema, Queue: map[string]int64{}}
-	q := func(table string) string { return pgx.Identifier{schema, table}.Sanitize() }
+	sq := newStatusQueries(schema)
 	var exists bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, q("api_keys")).Scan(&exists); err != nil {
+	if err := pool.QueryRow(ctx, migratedQuery, pgx.Identifier{schema, "api_keys"}.Sanitize()).Scan(&exists); err != nil {
 		return nil, fmt.Errorf("reading status: %w", err)
 	}
 	if !exists {
 		return nil, fmt.Errorf("schema %s has no keyworker tables: run `worker migrate` (or check KEYWORKER_SCHEMA)", schema)
 	}
 	var chosen, reason *string
-	if err := pool.QueryRow(ctx, `SELECT capture_mode, capture_reason, capture_chosen_at FROM `+q("installation")).Scan(&chosen, &reason, &r.ModeChosenAt); err != nil {
-		if sqlState(err) != "42703" { // undefined_column: not migrated to 005 yet
+	if err := pool.QueryRow(ctx, sq.capture).Scan(&chosen, &reason, &r.ModeChosenAt); err != nil {
+		if kwsql.SQLState(err) != pgerrcode.UndefinedColumn { // not migrated to 005 yet
 			return nil, fmt.Errorf("reading the capture path: %w", err)
 		}
 	}
@@ -101,8 +103,8 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, mode, schema, slot stri
 	if mode == "listen" {
 		var n int64
 		var age *float64
-		err := pool.QueryRow(ctx, `SELECT count(*), extract(epoch FROM now() - min(queued_at))::float8 FROM `+q("signup_outbox")).Scan(&n, &age)
-		if err != nil && sqlState(err) != "42P01" { // undefined_table: not migrated to 005 yet
+		err := pool.QueryRow(ctx, sq.outbox).Scan(&n, &age)
+		if err != nil && kwsql.SQLState(err) != pgerrcode.UndefinedTable { // not migrated to 005 yet
 			return nil, fmt.Errorf("reading the outbox: %w", err)
 		}
 		if err == nil {
@@ -113,9 +115,7 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, mode, schema, slot stri
 		r.Slot = slot
 		var pid *int32
 		var walStatus *string
-		err := pool.QueryRow(ctx, `SELECT active, active_pid, wal_status, confirmed_flush_lsn::text,
-				pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-			FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&r.SlotActive, &pid, &walStatus, &r.SlotConfirmedLSN, &r.SlotLagBytes)
+		err := pool.QueryRow(ctx, slotQuery, slot).Scan(&r.SlotActive, &pid, &walStatus, &r.SlotConfirmedLSN, &r.SlotLagBytes)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 		case err != nil:
@@ -128,7 +128,7 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, mode, schema, slot stri
 		}
 		var at time.Time
 		var age float64
-		err = pool.QueryRow(ctx, `SELECT lsn::text, updated_at, extract(epoch FROM now() - updated_at)::float8, last_signup_at FROM `+q("replication_checkpoints")+` WHERE slot_name = $1`, slot).Scan(&r.Checkpoint, &at, &age, &r.LastSignupAt)
+		err = pool.QueryRow(ctx, sq.checkpoint, slot).Scan(&r.Checkpoint, &at, &age, &r.LastSignupAt)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 		case err != nil:
@@ -137,7 +137,7 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, mode, schema, slot stri
 			r.CheckpointAt, r.CheckpointAgeS = &at, &age
 		}
 	}
-	rows, err := pool.Query(ctx, `SELECT state::text, count(*) FROM `+q("river_job")+` GROUP BY state`)
+	rows, err := pool.Query(ctx, sq.queue)
 	if err != nil {
 		return nil, fmt.Errorf("reading queue depth: %w", err)
 	}
@@ -153,18 +153,18 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, mode, schema, slot stri
 		return nil, err
 	}
 	var oldestAge *float64
-	if err := pool.QueryRow(ctx, `SELECT min(scheduled_at), extract(epoch FROM now() - min(scheduled_at))::float8 FROM `+q("river_job")+` WHERE state IN ('available', 'retryable') AND scheduled_at <= now()`).Scan(&r.OldestWaitingAt, &oldestAge); err != nil {
+	if err := pool.QueryRow(ctx, sq.oldestJob).Scan(&r.OldestWaitingAt, &oldestAge); err != nil {
 		return nil, fmt.Errorf("reading oldest job: %w", err)
 	}
 	r.OldestWaitingS = oldestAge
-	if err := pool.QueryRow(ctx, `SELECT count(*), max(created_at) FROM `+q("api_keys")+` WHERE source = 'signup'`).Scan(&r.SignupKeys, &r.LastKeyAt); err != nil {
+	if err := pool.QueryRow(ctx, sq.signupKeys).Scan(&r.SignupKeys, &r.LastKeyAt); err != nil {
 		return nil, fmt.Errorf("counting keys: %w", err)
 	}
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+q("key_reveals")+` WHERE expires_at > now()`).Scan(&r.PendingReveal); err != nil {
+	if err := pool.QueryRow(ctx, sq.pendingReveals).Scan(&r.PendingReveal); err != nil {
 		return nil, fmt.Errorf("counting pending reveals: %w", err)
 	}
 	var ev *string
-	err = pool.QueryRow(ctx, `SELECT event, occurred_at FROM `+q("key_events")+` ORDER BY id DESC LIMIT 1`).Scan(&ev, &r.LastEventAt)
+	err = pool.QueryRow(ctx, sq.lastEvent).Scan(&ev, &r.LastEventAt)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("reading last event: %w", err)
 	}
@@ -231,12 +231,4 @@ func printStatus(e env, r *statusReport) {
 	if r.LastEvent != "" {
 		row("last event", "%s %s", r.LastEvent, ts(r.LastEventAt))
 	}
-}
-
-func sqlState(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
 }

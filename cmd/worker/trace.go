@@ -40,7 +40,7 @@ func cmdTrace(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	defer pool.Close()
 	schema := v.str("KEYWORKER_SCHEMA")
 	var migrated bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{schema, "api_keys"}.Sanitize()).Scan(&migrated); err != nil {
+	if err := pool.QueryRow(ctx, migratedQuery, pgx.Identifier{schema, "api_keys"}.Sanitize()).Scan(&migrated); err != nil {
 		return fmt.Errorf("tracing: %w", err)
 	}
 	if !migrated {
