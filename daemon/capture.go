@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/keyworker/keyworker/listener"
 )
 
@@ -126,8 +124,7 @@ func oneLine(pf *listener.PreflightError) string {
 // recordCapture writes the capture path into keyworker's installation
 // row, for `worker status`.
 func (d *Daemon) recordCapture(ctx context.Context, c Capture) error {
-	_, err := d.pool.Exec(ctx, `UPDATE `+pgx.Identifier{d.cfg.Schema, "installation"}.Sanitize()+`
-		SET capture_mode = $1, capture_reason = $2, capture_chosen_at = now()`, c.Mode, c.Reason+": "+c.Detail)
+	_, err := d.pool.Exec(ctx, newQueries(d.cfg.Schema).recordCapture, c.Mode, c.Reason+": "+c.Detail)
 	if err != nil {
 		return fmt.Errorf("recording the capture path: %w", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/keyworker/keyworker/jobs"
@@ -249,8 +248,8 @@ func (c *statsCache) get(ctx context.Context, ttl time.Duration, query func(cont
 // checkpoint's age.
 func (d *Daemon) queryStats(ctx context.Context) dbStats {
 	var out dbStats
-	rows, err := d.pool.Query(ctx, `SELECT state::text, count(*), greatest(extract(epoch FROM now() - min(scheduled_at)), 0)::float8 FROM `+
-		pgx.Identifier{d.cfg.Schema, "river_job"}.Sanitize()+` GROUP BY state`)
+	q := newQueries(d.cfg.Schema)
+	rows, err := d.pool.Query(ctx, q.queueStats)
 	if err == nil {
 		depth := map[string]float64{}
 		for rows.Next() {
@@ -275,11 +274,10 @@ func (d *Daemon) queryStats(ctx context.Context) dbStats {
 	}
 	if d.Capture().Mode == ModeLogical {
 		slot := d.SourceStatus().Slot
-		_ = d.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
-			FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&out.lag, &out.retained)
-		_ = d.pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - updated_at)::float8 FROM `+pgx.Identifier{d.cfg.Schema, "replication_checkpoints"}.Sanitize()+` WHERE slot_name = $1`, slot).Scan(&out.age)
+		_ = d.pool.QueryRow(ctx, q.slotLag, slot).Scan(&out.lag, &out.retained)
+		_ = d.pool.QueryRow(ctx, q.checkpointAge, slot).Scan(&out.age)
 	} else {
-		_ = d.pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{d.cfg.Schema, listener.OutboxTable}.Sanitize()).Scan(&out.outbox)
+		_ = d.pool.QueryRow(ctx, q.outboxCount).Scan(&out.outbox)
 	}
 	return out
 }
