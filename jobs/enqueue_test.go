@@ -2,14 +2,14 @@ package jobs_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keyworker/keyworker/keystore"
+	kwsql "github.com/keyworker/keyworker/sql"
 )
 
 // TestConcurrentBatchesOfTheSameUsersDoNotDeadlock stages the catch-up race
@@ -83,8 +83,7 @@ func TestConcurrentBatchesOfTheSameUsersDoNotDeadlock(t *testing.T) {
 	}
 	for i, done := range []chan error{done1, done2} {
 		if err := <-done; err != nil {
-			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "40P01" {
+			if kwsql.SQLState(err) == pgerrcode.DeadlockDetected {
 				t.Fatalf("batch %d deadlocked: %v", i+1, err)
 			}
 			t.Fatalf("batch %d: %v", i+1, err)
