@@ -13,7 +13,6 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
-	"github.com/keyworker/keyworker/listener"
 	"github.com/keyworker/keyworker/users"
 )
 
@@ -44,11 +43,6 @@ type Client struct {
 	cfg    Config
 	logger *slog.Logger
 }
-
-var (
-	_ listener.Enqueuer = (*Client)(nil)
-	_ listener.Enqueuer = (*Enqueuer)(nil)
-)
 
 // NewClient validates cfg and builds the River client on pool: the queues
 // QueueKeys, QueueNotices and QueueMaintenance, the workers (the batched
@@ -294,7 +288,7 @@ func pendingQuery(schema string) string {
 // signups, in tx, at most MaxBatchUsers users per job, and returns how many
 // users it handed to new jobs (a user repeated in signups counts once). It
 // filters nothing (the listener does).
-func (e *Enqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []listener.Signup) (int, error) {
+func (e *Enqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []users.Signup) (int, error) {
 	ids := make([]string, 0, len(signups))
 	for _, s := range signups {
 		ids = append(ids, s.UserID)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyworker/keyworker/pgtemp"
 	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/users"
 )
 
 var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: prepare})
@@ -72,7 +73,7 @@ type testEnqueuer struct {
 	checkOrder bool
 }
 
-func (e testEnqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []Signup) (int, error) {
+func (e testEnqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []users.Signup) (int, error) {
 	ids := make([]string, len(signups))
 	for i, s := range signups {
 		ids[i] = s.UserID
