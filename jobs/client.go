@@ -48,8 +48,8 @@ type Client struct {
 // QueueKeys, QueueNotices and QueueMaintenance, the workers (the batched
 // kinds and the per-user and per-key kinds of older versions), and the
 // periodic Reconcile (every ReconcileInterval, the first one interval after
-// this process becomes leader, so that it does not duplicate the listener's
-// catch-up), PurgeReveals (every PurgeInterval, and once when it becomes
+// this process becomes leader, so that it does not duplicate the reconcile
+// a listen-mode source asks for when it starts), PurgeReveals (every PurgeInterval, and once when it becomes
 // leader) and LifecycleNotices (every LifecycleInterval, and once when it
 // becomes leader) jobs, which River runs on the leader only. Nothing runs until
 // Start.
@@ -220,17 +220,26 @@ type EnqueuerConfig struct {
 func NewEnqueuer(pool *pgxpool.Pool, cfg EnqueuerConfig) (*Enqueuer, error) {
 	cfg.Schema = orDefault(cfg.Schema, DefaultSchema)
 	cfg.CreateKeyMaxAttempts = orDefault(cfg.CreateKeyMaxAttempts, DefaultCreateKeyMaxAttempts)
-	if !identRe.MatchString(cfg.Schema) {
-		return nil, fmt.Errorf("configuring enqueuer: Schema %q is invalid: use a lowercase SQL identifier", cfg.Schema)
-	}
-	if cfg.CreateKeyMaxAttempts < 1 || cfg.CreateKeyMaxAttempts > 100 {
-		return nil, fmt.Errorf("configuring enqueuer: CreateKeyMaxAttempts must be between 1 and 100, got %d", cfg.CreateKeyMaxAttempts)
+	if err := checkEnqueuerConfig(cfg.Schema, cfg.CreateKeyMaxAttempts); err != nil {
+		return nil, fmt.Errorf("configuring enqueuer: %w", err)
 	}
 	rc, err := insertOnlyClient(pool, cfg.Schema)
 	if err != nil {
 		return nil, err
 	}
 	return newEnqueuer(rc, cfg.CreateKeyMaxAttempts, cfg.Schema), nil
+}
+
+// checkEnqueuerConfig checks what NewEnqueuer and Reconcile take: the
+// schema and the create-keys jobs' max attempts, already defaulted.
+func checkEnqueuerConfig(schema string, createKeyMaxAttempts int) error {
+	if !identRe.MatchString(schema) {
+		return fmt.Errorf("Schema %q is invalid: use a lowercase SQL identifier", schema)
+	}
+	if createKeyMaxAttempts < 1 || createKeyMaxAttempts > 100 {
+		return fmt.Errorf("CreateKeyMaxAttempts must be between 1 and 100, got %d", createKeyMaxAttempts)
+	}
+	return nil
 }
 
 // quietNotifyCooldown is the quiet inserter's FetchCooldown: River sends an

@@ -59,7 +59,7 @@ func prepare(ctx context.Context, url string) error {
 // into test_jobs inside the hand-off transaction and counts repeats.
 type testEnqueuer struct {
 	// fakeKeys also writes a signup key row per user, as the CreateKey job
-	// would, so catch-up scans (users.FindMissing) no longer see the user.
+	// would, so reconciles (users.Table.WithoutKey) no longer see the user.
 	fakeKeys bool
 	// fillOnReconcile makes a reconcile request do at once what the
 	// reconciler will: enqueue every permanent user with no job yet.
