@@ -139,7 +139,7 @@ func (c *Client) Start(ctx context.Context) error {
 		return fmt.Errorf("starting jobs: connecting to the database: %w", err)
 	}
 	var ok bool
-	if err := c.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`,
+	if err := c.pool.QueryRow(ctx, qTableExists,
 		pgx.Identifier{c.cfg.Schema, "river_job"}.Sanitize()).Scan(&ok); err != nil {
 		return fmt.Errorf("starting jobs: looking for River's tables: %w", err)
 	}
@@ -150,8 +150,7 @@ func (c *Client) Start(ctx context.Context) error {
 		return fmt.Errorf("starting jobs: %w", err)
 	}
 	if c.cfg.EmailColumn != "" {
-		if err := c.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns
-			WHERE table_schema = $1 AND table_name = $2 AND column_name = $3)`,
+		if err := c.pool.QueryRow(ctx, qColumnExists,
 			c.cfg.Table.Schema, c.cfg.Table.Name, c.cfg.EmailColumn).Scan(&ok); err != nil {
 			return fmt.Errorf("starting jobs: looking for the email column: %w", err)
 		}
@@ -281,16 +280,6 @@ func newEnqueuer(rc *river.Client[pgx.Tx], createMaxAttempts int, schema string)
 	opts := CreateKeysArgs{}.InsertOpts()
 	opts.MaxAttempts = createMaxAttempts
 	return &Enqueuer{rc: rc, createOpts: opts, qPending: pendingQuery(schema)}
-}
-
-// pendingQuery finds which of the users $1 are in a CreateKeys job that has
-// yet to finish (River's GIN index on args answers the containment test).
-func pendingQuery(schema string) string {
-	return `SELECT x.id FROM unnest($1::text[]) AS x(id)
-		WHERE EXISTS (SELECT 1 FROM ` + pgx.Identifier{schema, "river_job"}.Sanitize() + ` j
-		               WHERE j.args @> jsonb_build_object('user_ids', jsonb_build_array(x.id))
-		                 AND j.kind = '` + KindCreateKeys + `'
-		                 AND j.state IN ('` + strings.Join(pendingStates, "', '") + `'))`
 }
 
 // EnqueueSignupsTx inserts CreateKeys jobs for the distinct users in
