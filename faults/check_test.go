@@ -451,7 +451,7 @@ func (r *rig) check(name string, res *phaseResult, final bool) {
 	}
 
 	// 3: the reconciler finds nothing to do.
-	replay, err := jobs.Replay(ctx, r.pool, jobs.ReplayOptions{DryRun: true})
+	replay, err := jobs.Reconcile(ctx, r.pool, jobs.ReconcileOptions{DryRun: true})
 	if err != nil {
 		r.t.Fatalf("%s: replay (dry run): %v", name, err)
 	}

@@ -82,7 +82,7 @@
 //     with a valid signature and the right user, and mailed at least once
 //     to its user under exactly one Message-ID. No notice was discarded
 //     and no job gave up.
-//  3. jobs.Replay with DryRun (since installation) finds nobody.
+//  3. jobs.Reconcile with DryRun (since installation) finds nobody.
 //  4. No plaintext anywhere. Each check picks keys up (two through POST
 //     /v1/keys/reveal with access tokens signed as Supabase signs them,
 //     checking that a second pick-up finds nothing; more through the key

@@ -19,8 +19,11 @@ const (
 	// revoked, disabled, expiring, expired, or created for a key made
 	// outside the signup path) for a batch of keys.
 	KindDeliverLifecycleNotices = "keyworker.deliver_lifecycle_notices"
-	KindReconcile               = "keyworker.reconcile"
-	KindPurgeReveals            = "keyworker.purge_reveals"
+	// KindReconcile finds eligible users without a signup key and hands
+	// them to CreateKeys jobs (ReconcileArgs).
+	KindReconcile = "keyworker.reconcile"
+	// KindPurgeReveals deletes sealed secrets past their pick-up window.
+	KindPurgeReveals = "keyworker.purge_reveals"
 	// KindLifecycleNotices enqueues the api_key.expiring and
 	// api_key.expired notices that are due.
 	KindLifecycleNotices = "keyworker.lifecycle_notices"
@@ -55,7 +58,8 @@ type CreateKeysArgs struct {
 	// UserIDs are the users' uuids, sorted.
 	UserIDs []string `json:"user_ids"`
 	// Source says who asked: "signup" (the listener), or the reason of a
-	// reconcile ("periodic", "replay", "slot_recreated", ...).
+	// reconcile ("periodic", "slot_recreated", ..., or "replay" for
+	// Reconcile, run by `worker replay`).
 	Source string `json:"source,omitempty"`
 }
 
@@ -165,8 +169,8 @@ func (DeliverNoticeArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueNotices, UniqueOpts: river.UniqueOpts{ByArgs: true}}
 }
 
-// ReconcileArgs asks for every eligible user without a signup key to be
-// given to a CreateKeys job.
+// ReconcileArgs asks for a reconcile: every eligible user without a signup
+// key, and in no pending CreateKeys job, is given to a CreateKeys job.
 type ReconcileArgs struct {
 	// Reason says why: "periodic", "slot_recreated", "replay", ...
 	Reason string `json:"reason"`

@@ -13,7 +13,6 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
-	"github.com/keyworker/keyworker/listener"
 	"github.com/keyworker/keyworker/users"
 )
 
@@ -45,17 +44,12 @@ type Client struct {
 	logger *slog.Logger
 }
 
-var (
-	_ listener.Enqueuer = (*Client)(nil)
-	_ listener.Enqueuer = (*Enqueuer)(nil)
-)
-
 // NewClient validates cfg and builds the River client on pool: the queues
 // QueueKeys, QueueNotices and QueueMaintenance, the workers (the batched
 // kinds and the per-user and per-key kinds of older versions), and the
 // periodic Reconcile (every ReconcileInterval, the first one interval after
-// this process becomes leader, so that it does not duplicate the listener's
-// catch-up), PurgeReveals (every PurgeInterval, and once when it becomes
+// this process becomes leader, so that it does not duplicate the reconcile
+// a listen-mode source asks for when it starts), PurgeReveals (every PurgeInterval, and once when it becomes
 // leader) and LifecycleNotices (every LifecycleInterval, and once when it
 // becomes leader) jobs, which River runs on the leader only. Nothing runs until
 // Start.
@@ -145,7 +139,7 @@ func (c *Client) Start(ctx context.Context) error {
 		return fmt.Errorf("starting jobs: connecting to the database: %w", err)
 	}
 	var ok bool
-	if err := c.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`,
+	if err := c.pool.QueryRow(ctx, qTableExists,
 		pgx.Identifier{c.cfg.Schema, "river_job"}.Sanitize()).Scan(&ok); err != nil {
 		return fmt.Errorf("starting jobs: looking for River's tables: %w", err)
 	}
@@ -156,8 +150,7 @@ func (c *Client) Start(ctx context.Context) error {
 		return fmt.Errorf("starting jobs: %w", err)
 	}
 	if c.cfg.EmailColumn != "" {
-		if err := c.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns
-			WHERE table_schema = $1 AND table_name = $2 AND column_name = $3)`,
+		if err := c.pool.QueryRow(ctx, qColumnExists,
 			c.cfg.Table.Schema, c.cfg.Table.Name, c.cfg.EmailColumn).Scan(&ok); err != nil {
 			return fmt.Errorf("starting jobs: looking for the email column: %w", err)
 		}
@@ -226,17 +219,26 @@ type EnqueuerConfig struct {
 func NewEnqueuer(pool *pgxpool.Pool, cfg EnqueuerConfig) (*Enqueuer, error) {
 	cfg.Schema = orDefault(cfg.Schema, DefaultSchema)
 	cfg.CreateKeyMaxAttempts = orDefault(cfg.CreateKeyMaxAttempts, DefaultCreateKeyMaxAttempts)
-	if !identRe.MatchString(cfg.Schema) {
-		return nil, fmt.Errorf("configuring enqueuer: Schema %q is invalid: use a lowercase SQL identifier", cfg.Schema)
-	}
-	if cfg.CreateKeyMaxAttempts < 1 || cfg.CreateKeyMaxAttempts > 100 {
-		return nil, fmt.Errorf("configuring enqueuer: CreateKeyMaxAttempts must be between 1 and 100, got %d", cfg.CreateKeyMaxAttempts)
+	if err := checkEnqueuerConfig(cfg.Schema, cfg.CreateKeyMaxAttempts); err != nil {
+		return nil, fmt.Errorf("configuring enqueuer: %w", err)
 	}
 	rc, err := insertOnlyClient(pool, cfg.Schema)
 	if err != nil {
 		return nil, err
 	}
 	return newEnqueuer(rc, cfg.CreateKeyMaxAttempts, cfg.Schema), nil
+}
+
+// checkEnqueuerConfig checks what NewEnqueuer and Reconcile take: the
+// schema and the create-keys jobs' max attempts, already defaulted.
+func checkEnqueuerConfig(schema string, createKeyMaxAttempts int) error {
+	if !identRe.MatchString(schema) {
+		return fmt.Errorf("Schema %q is invalid: use a lowercase SQL identifier", schema)
+	}
+	if createKeyMaxAttempts < 1 || createKeyMaxAttempts > 100 {
+		return fmt.Errorf("CreateKeyMaxAttempts must be between 1 and 100, got %d", createKeyMaxAttempts)
+	}
+	return nil
 }
 
 // quietNotifyCooldown is the quiet inserter's FetchCooldown: River sends an
@@ -280,21 +282,11 @@ func newEnqueuer(rc *river.Client[pgx.Tx], createMaxAttempts int, schema string)
 	return &Enqueuer{rc: rc, createOpts: opts, qPending: pendingQuery(schema)}
 }
 
-// pendingQuery finds which of the users $1 are in a CreateKeys job that has
-// yet to finish (River's GIN index on args answers the containment test).
-func pendingQuery(schema string) string {
-	return `SELECT x.id FROM unnest($1::text[]) AS x(id)
-		WHERE EXISTS (SELECT 1 FROM ` + pgx.Identifier{schema, "river_job"}.Sanitize() + ` j
-		               WHERE j.args @> jsonb_build_object('user_ids', jsonb_build_array(x.id))
-		                 AND j.kind = '` + KindCreateKeys + `'
-		                 AND j.state IN ('` + strings.Join(pendingStates, "', '") + `'))`
-}
-
 // EnqueueSignupsTx inserts CreateKeys jobs for the distinct users in
 // signups, in tx, at most MaxBatchUsers users per job, and returns how many
 // users it handed to new jobs (a user repeated in signups counts once). It
 // filters nothing (the listener does).
-func (e *Enqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []listener.Signup) (int, error) {
+func (e *Enqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []users.Signup) (int, error) {
 	ids := make([]string, 0, len(signups))
 	for _, s := range signups {
 		ids = append(ids, s.UserID)

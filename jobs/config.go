@@ -178,9 +178,10 @@ type Config struct {
 	// Discarded jobs keep River's default of 7 days.
 	CompletedJobRetention time.Duration
 
-	// ReconcileInterval is how often the leader looks for eligible users
-	// without a signup key (the first time one interval after it becomes
-	// leader), between 1s and 24h. Defaults to DefaultReconcileInterval
+	// ReconcileInterval is how often the leader runs a reconcile (a
+	// Reconcile job: eligible users without a signup key go to CreateKeys
+	// jobs), the first one interval after it becomes leader, between 1s and
+	// 24h. Defaults to DefaultReconcileInterval
 	// (5m).
 	ReconcileInterval time.Duration
 

@@ -36,8 +36,9 @@ type createKeysWorker struct {
 }
 
 func (w *createKeysWorker) Work(ctx context.Context, job *river.Job[CreateKeysArgs]) error {
-	// Users found by a reconcile or replay were visible when found: one
-	// that is missing now was deleted. Only the stream's can be early.
+	// Users found by a reconcile (any source but "signup": periodic,
+	// requested, `worker replay`) were visible when found: one that is
+	// missing now was deleted. Only the stream's can be early.
 	recheck := job.Args.Source == "" || job.Args.Source == "signup"
 	out, err := w.d.createKeys(ctx, job.ID, job.Attempt, KindCreateKeys, job.Args.UserIDs, recheck)
 	if err != nil {

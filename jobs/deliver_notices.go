@@ -18,7 +18,6 @@ import (
 
 	"github.com/keyworker/keyworker/keystore"
 	"github.com/keyworker/keyworker/notify"
-	"github.com/keyworker/keyworker/users"
 )
 
 // eventTimeout bounds the writing of a notice job's audit events after its
@@ -669,47 +668,4 @@ func utcPtr(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
-}
-
-// noticeQueries returns the notice worker's statements.
-func noticeQueries(schema string, t users.Table, emailColumn string) (keysQ, eventsQ string) {
-	s := pgx.Identifier{schema}.Sanitize()
-	email := "NULL::text"
-	if emailColumn != "" {
-		email = "u." + users.Col(emailColumn) + "::text"
-	}
-	deleted := "false"
-	if t.DeletedAt() != "" {
-		deleted = "coalesce(u." + users.Col(t.DeletedAt()) + " IS NOT NULL, false)"
-	}
-	// $2 is the notice type, $3 its occurrence (empty for none). The done
-	// sinks are those with a 'notified' or 'notify_discarded' event of that
-	// type (an event without a type is of a created notice, as earlier
-	// versions wrote them) and occurrence (an event without one has none).
-	// The replacing key and the key_notices time are looked up only for the
-	// types that use them (CASE evaluates its subqueries lazily), so signup
-	// batches' created notices cost what they did.
-	keysQ = strings.NewReplacer("{s}", s, "{users}", t.Ident(), "{uid}", users.Col(t.IDColumn),
-		"{email}", email, "{deleted}", deleted, "{created}", notify.EventCreated, "{rotated}", notify.EventRotated).Replace(`
-		SELECT x.id, k.id IS NOT NULL, coalesce(k.user_id::text, ''), coalesce(k.prefix, ''), coalesce(k.last4, ''),
-		       coalesce(k.source, ''), k.created_at, k.expires_at, k.revoked_at, k.disabled_at, r.expires_at,
-		       CASE WHEN $2 = '{rotated}' THEN (SELECT n.id FROM {s}.api_keys n
-		                                         WHERE n.user_id = k.user_id AND n.rotated_from = k.id
-		                                         ORDER BY n.id DESC LIMIT 1) END,
-		       CASE WHEN $2 <> '{created}' THEN (SELECT kn.queued_at FROM {s}.key_notices kn
-		                                          WHERE kn.key_id = x.id AND kn.type = $2 AND kn.occurrence = $3) END,
-		       u.{uid} IS NOT NULL, {email}, {deleted},
-		       ARRAY(SELECT DISTINCT e.detail->>'sink' FROM {s}.key_events e
-		              WHERE e.key_id = x.id AND e.event IN ('notified', 'notify_discarded') AND e.detail ? 'sink'
-		                AND coalesce(e.detail->>'type', '{created}') = $2
-		                AND coalesce(e.detail->>'occurrence', '') = $3)
-		  FROM unnest($1::text[]) WITH ORDINALITY AS x(id, n)
-		  LEFT JOIN {s}.api_keys k ON k.id = x.id
-		  LEFT JOIN {s}.key_reveals r ON r.key_id = k.id
-		  LEFT JOIN {users} u ON u.{uid} = k.user_id
-		 ORDER BY x.n`)
-	eventsQ = `INSERT INTO ` + s + `.key_events (occurred_at, event, key_id, user_id, job_id, attempt, actor, detail)
-		SELECT $1, x.event, x.key_id, x.user_id::uuid, $6, $7, 'worker', x.detail::jsonb
-		  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS x(event, key_id, user_id, detail)`
-	return keysQ, eventsQ
 }

@@ -38,8 +38,8 @@
 //     through eligible users without a signup key who are in no pending
 //     CreateKeys job, one CreateKeys job per page; periodic on the leader
 //     (the first one interval after it becomes leader), requested by the
-//     listener when it may have missed signups, and run by hand through
-//     Replay (`worker replay`).
+//     listener when it may have missed signups. Reconcile runs the same
+//     page loop outside a job: `worker replay` calls it.
 //   - PurgeRevealsArgs ("keyworker.purge_reveals", keyworker_maintenance):
 //     delete sealed secrets past their pick-up window; periodic.
 //   - LifecycleNoticesArgs ("keyworker.lifecycle_notices",
@@ -71,11 +71,27 @@
 // Batch jobs are not unique. The unique index on api_keys (one signup key
 // per user) is the guard: a batch inserts ON CONFLICT DO NOTHING and
 // records key_exists for a user who has a key, and makes no notice for it.
-// Batches insert in user id order, so two that share users wait for each
-// other instead of deadlocking. Per-sink 'notified' and 'notify_discarded'
-// events, per notice type, keep a notice from being sent again to a sink
-// that took it; key_notices keeps a lifecycle event from being enqueued
-// twice.
+// Per-sink 'notified' and 'notify_discarded' events, per notice type, keep
+// a notice from being sent again to a sink that took it; key_notices keeps
+// a lifecycle event from being enqueued twice.
+//
+// # Locks
+//
+// No job locks a users row itself: FOR KEY SHARE or FOR UPDATE on the
+// users table would need UPDATE on it, which the worker's role should not
+// have, so the batch reads users without a row lock. Two things order
+// concurrent batches instead. The unique index: a batch inserting a key for
+// a user whose key another open transaction is inserting waits for that
+// transaction, then records key_exists; batches insert in user id order
+// (every enqueue sorts), so two that share users wait for each other
+// instead of deadlocking, and a deadlock that happens anyway is retried.
+// The foreign key from api_keys to the users table: the insert takes
+// PostgreSQL's key-share lock on the user's row for its check, so a user
+// deleted between the lookup and the insert fails the statement, which runs
+// again (keystore.CreateSignupKeysTx, in a savepoint) and records
+// user_missing. A reconcile reads its pages outside any transaction and
+// locks nothing: a user it finds who gets a key meanwhile is a key_exists
+// in the CreateKeys job.
 //
 // # Retries and snoozes
 //

@@ -8,8 +8,16 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keystore"
+	"github.com/keyworker/keyworker/listener"
 	kwsql "github.com/keyworker/keyworker/sql"
+)
+
+// A Client, and an Enqueuer alone, are what the listener hands signups to.
+var (
+	_ listener.Enqueuer = (*jobs.Client)(nil)
+	_ listener.Enqueuer = (*jobs.Enqueuer)(nil)
 )
 
 // TestConcurrentBatchesOfTheSameUsersDoNotDeadlock stages the catch-up race

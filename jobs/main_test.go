@@ -29,10 +29,10 @@ import (
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
-	"github.com/keyworker/keyworker/listener"
 	"github.com/keyworker/keyworker/notify"
 	"github.com/keyworker/keyworker/pgtemp"
 	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/users"
 )
 
 var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: func(ctx context.Context, url string) error {
@@ -163,10 +163,10 @@ func (f *fixture) newUser(t *testing.T, extra string) string {
 
 func emailOf(userID string) string { return "user-" + userID[len(userID)-6:] + "@example.com" }
 
-func signups(ids ...string) []listener.Signup {
-	out := make([]listener.Signup, len(ids))
+func signups(ids ...string) []users.Signup {
+	out := make([]users.Signup, len(ids))
 	for i, id := range ids {
-		out[i] = listener.Signup{UserID: id, CreatedAt: time.Now()}
+		out[i] = users.Signup{UserID: id, CreatedAt: time.Now()}
 	}
 	return out
 }

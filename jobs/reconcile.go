@@ -13,8 +13,10 @@ import (
 	"github.com/keyworker/keyworker/users"
 )
 
-// ReplayOptions configures Replay.
-type ReplayOptions struct {
+// ReconcileOptions configures Reconcile, the reconcile run from outside a
+// job (`worker replay`). The Reconcile job takes the same options from
+// Config and its ReconcileArgs.
+type ReconcileOptions struct {
 	// Schema holds keyworker's and River's tables. Defaults to DefaultSchema.
 	Schema string
 	// Table is the users table. Empty fields take users.Table's defaults.
@@ -44,8 +46,9 @@ type ReplayOptions struct {
 	Logger *slog.Logger
 }
 
-// ReplayResult counts what a reconcile or replay did.
-type ReplayResult struct {
+// ReconcileResult counts what a reconcile did, run by Reconcile or as a
+// Reconcile job (whose recorded output holds the same JSON fields).
+type ReconcileResult struct {
 	// Found is how many eligible users without a signup key there were.
 	Found int `json:"found"`
 	// Enqueued is how many users were handed to new CreateKeys jobs.
@@ -59,35 +62,34 @@ type ReplayResult struct {
 	Since time.Time `json:"since"`
 }
 
-// Replay finds every eligible user without a signup key (created in
+// Reconcile finds every eligible user without a signup key (created in
 // [Since, Until), not deleted, not anonymous unless IncludeAnonymous) and
 // hands them to CreateKeys jobs, one job per page of PageSize users (one
-// transaction per page), through the same code as the periodic Reconcile
-// job. Users already in a CreateKeys job yet to finish count as Duplicates;
-// running it twice enqueues nothing new. It needs no running Client: jobs
-// wait for a worker.
-func Replay(ctx context.Context, pool *pgxpool.Pool, opts ReplayOptions) (ReplayResult, error) {
+// transaction per page), through the same code as the Reconcile job
+// (periodic, or asked for by a listener source). Users already in a
+// CreateKeys job yet to finish count as Duplicates; running it twice
+// enqueues nothing new. It needs no running Client: jobs wait for a worker.
+// `worker replay` runs it.
+func Reconcile(ctx context.Context, pool *pgxpool.Pool, opts ReconcileOptions) (ReconcileResult, error) {
 	opts.Schema = orDefault(opts.Schema, DefaultSchema)
 	opts.Table = opts.Table.WithDefaults()
 	opts.CreateKeyMaxAttempts = orDefault(opts.CreateKeyMaxAttempts, DefaultCreateKeyMaxAttempts)
-	if !identRe.MatchString(opts.Schema) {
-		return ReplayResult{}, fmt.Errorf("replaying: Schema %q is invalid: use a lowercase SQL identifier", opts.Schema)
+	if err := checkEnqueuerConfig(opts.Schema, opts.CreateKeyMaxAttempts); err != nil {
+		return ReconcileResult{}, fmt.Errorf("replaying: %w", err)
 	}
 	if err := opts.Table.Validate(); err != nil {
-		return ReplayResult{}, fmt.Errorf("replaying: %w", err)
-	}
-	if opts.CreateKeyMaxAttempts < 1 || opts.CreateKeyMaxAttempts > 100 {
-		return ReplayResult{}, fmt.Errorf("replaying: CreateKeyMaxAttempts must be between 1 and 100, got %d", opts.CreateKeyMaxAttempts)
+		return ReconcileResult{}, fmt.Errorf("replaying: %w", err)
 	}
 	rc, err := insertOnlyClient(pool, opts.Schema)
 	if err != nil {
-		return ReplayResult{}, err
+		return ReconcileResult{}, err
 	}
 	start := time.Now()
-	res, err := reconcile(ctx, pool, newEnqueuer(rc, opts.CreateKeyMaxAttempts, opts.Schema), opts, "replay")
+	res, err := reconcilePages(ctx, pool, newEnqueuer(rc, opts.CreateKeyMaxAttempts, opts.Schema), opts, "replay")
 	if opts.Logger != nil {
 		attrs := []any{"component", "jobs", "dry_run", opts.DryRun, "found", res.Found, "enqueued", res.Enqueued,
 			"duplicates", res.Duplicates, "since", res.Since, "duration", time.Since(start).Round(time.Millisecond).String()}
+		// The messages name the command that runs this, `worker replay`.
 		if err != nil {
 			opts.Logger.ErrorContext(ctx, "replay failed", append(attrs, "error", err.Error())...)
 		} else {
@@ -97,13 +99,16 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, opts ReplayOptions) (Replay
 	return res, err
 }
 
-// reconcile is the page loop shared by Replay and the Reconcile job; source
-// is recorded in the jobs it makes.
-func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts ReplayOptions, source string) (ReplayResult, error) {
+// reconcilePages is the reconcile itself, the one page loop that both
+// Reconcile and the Reconcile job run: it pages through
+// users.Table.WithoutKey and hands each page, less the users already in a
+// pending CreateKeys job, to e in one transaction. source is recorded in
+// the jobs it makes.
+func reconcilePages(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts ReconcileOptions, source string) (ReconcileResult, error) {
 	if opts.PageSize <= 0 || opts.PageSize > MaxBatchUsers {
 		opts.PageSize = ReconcilePageSize
 	}
-	var res ReplayResult
+	var res ReconcileResult
 	if opts.Since == nil {
 		at, err := users.InstalledAt(ctx, pool, opts.Schema)
 		if err != nil {
@@ -119,7 +124,7 @@ func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts Replay
 	}
 	total := 0
 	if opts.Progress != nil {
-		n, err := opts.Table.CountMissing(ctx, pool, opts.Schema, elig)
+		n, err := opts.Table.CountWithoutKey(ctx, pool, opts.Schema, elig)
 		if err != nil {
 			return res, err
 		}
@@ -128,7 +133,7 @@ func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts Replay
 	}
 	after := ""
 	for {
-		page, err := opts.Table.FindMissing(ctx, pool, opts.Schema, elig, after, opts.PageSize)
+		page, err := opts.Table.WithoutKey(ctx, pool, opts.Schema, elig, after, opts.PageSize)
 		if err != nil {
 			return res, err
 		}
@@ -167,7 +172,7 @@ func reconcile(ctx context.Context, pool *pgxpool.Pool, e *Enqueuer, opts Replay
 	}
 }
 
-// reconcileWorker runs ReconcileArgs: Replay's code inside a job, with the
+// reconcileWorker runs ReconcileArgs: reconcilePages inside a job, with the
 // counts recorded as the job's output (River UI shows them) and logged.
 type reconcileWorker struct {
 	river.WorkerDefaults[ReconcileArgs]
@@ -181,14 +186,14 @@ type reconcileOutput struct {
 	Reason string     `json:"reason"`
 	DryRun bool       `json:"dry_run,omitempty"`
 	Until  *time.Time `json:"until,omitempty"`
-	ReplayResult
+	ReconcileResult
 }
 
 func (w *reconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs]) error {
 	d := w.d
 	start := time.Now()
 	e := newEnqueuer(river.ClientFromContext[pgx.Tx](ctx), d.cfg.CreateKeyMaxAttempts, d.cfg.Schema)
-	res, err := reconcile(ctx, d.pool, e, ReplayOptions{
+	res, err := reconcilePages(ctx, d.pool, e, ReconcileOptions{
 		Schema:           d.cfg.Schema,
 		Table:            d.cfg.Table,
 		IncludeAnonymous: d.cfg.IncludeAnonymous,
@@ -199,7 +204,7 @@ func (w *reconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs
 	if err != nil {
 		return fmt.Errorf("reconciling (%s): %w", job.Args.Reason, err)
 	}
-	if err := river.RecordOutput(ctx, reconcileOutput{Reason: job.Args.Reason, DryRun: job.Args.DryRun, Until: job.Args.Until, ReplayResult: res}); err != nil {
+	if err := river.RecordOutput(ctx, reconcileOutput{Reason: job.Args.Reason, DryRun: job.Args.DryRun, Until: job.Args.Until, ReconcileResult: res}); err != nil {
 		return fmt.Errorf("recording the reconcile's output: %w", err)
 	}
 	d.emit(Event{Kind: EventReconcileFound, Count: res.Found, Enqueued: res.Enqueued})

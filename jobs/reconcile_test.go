@@ -32,8 +32,8 @@ func reconcileUsers(t *testing.T, f *fixture) (eligible []string, old string) {
 	f.newUser(t, "anonymous")
 	f.newUser(t, "deleted")
 	old = f.newUser(t, "")
-	// Created before keyworker was installed: only an explicit replay
-	// reaches it.
+	// Created before keyworker was installed: only a reconcile with an
+	// explicit Since reaches it.
 	if _, err := f.db.Exec(ctx, `UPDATE auth.users SET created_at = (SELECT installed_at FROM keyworker.installation) - interval '1 day' WHERE id = $1`, old); err != nil {
 		t.Fatal(err)
 	}
@@ -53,16 +53,16 @@ func (f *fixture) queuedUsers(t *testing.T) []string {
 	return ids
 }
 
-// TestReplayFindsExactlyTheEligibleUsersOnce: dry run counts, a replay
+// TestReconcileFindsExactlyTheEligibleUsersOnce: dry run counts, a reconcile
 // enqueues exactly the eligible users without a key, a second enqueues
 // nothing, and an explicit since reaches users from before installation.
-func TestReplayFindsExactlyTheEligibleUsersOnce(t *testing.T) {
+func TestReconcileFindsExactlyTheEligibleUsersOnce(t *testing.T) {
 	t.Parallel()
 	f := setup(t, nil)
 	ctx := context.Background()
 	eligible, old := reconcileUsers(t, f)
 
-	dry, err := jobs.Replay(ctx, f.db, jobs.ReplayOptions{DryRun: true})
+	dry, err := jobs.Reconcile(ctx, f.db, jobs.ReconcileOptions{DryRun: true})
 	if err != nil || dry.Found != 5 || dry.Enqueued != 0 {
 		t.Fatalf("dry run = %+v, %v; want 5 found, none enqueued", dry, err)
 	}
@@ -70,11 +70,11 @@ func TestReplayFindsExactlyTheEligibleUsersOnce(t *testing.T) {
 		t.Fatalf("a dry run enqueued %v", got)
 	}
 	var progress [][3]int
-	res, err := jobs.Replay(ctx, f.db, jobs.ReplayOptions{PageSize: 2, Progress: func(found, enqueued, total int) {
+	res, err := jobs.Reconcile(ctx, f.db, jobs.ReconcileOptions{PageSize: 2, Progress: func(found, enqueued, total int) {
 		progress = append(progress, [3]int{found, enqueued, total})
 	}})
 	if err != nil || res.Found != 5 || res.Enqueued != 5 || res.Duplicates != 0 {
-		t.Fatalf("replay = %+v, %v; want 5 found and enqueued", res, err)
+		t.Fatalf("reconcile = %+v, %v; want 5 found and enqueued", res, err)
 	}
 	// The total is counted first, with the same eligibility: the filtered
 	// users are not in it.
@@ -84,16 +84,16 @@ func TestReplayFindsExactlyTheEligibleUsersOnce(t *testing.T) {
 	if got := f.queuedUsers(t); !slices.Equal(got, eligible) {
 		t.Fatalf("enqueued %v, want %v", got, eligible)
 	}
-	again, err := jobs.Replay(ctx, f.db, jobs.ReplayOptions{Logger: f.logger})
+	again, err := jobs.Reconcile(ctx, f.db, jobs.ReconcileOptions{Logger: f.logger})
 	if err != nil || again.Found != 5 || again.Enqueued != 0 || again.Duplicates != 5 {
-		t.Fatalf("second replay = %+v, %v; want 5 duplicates, none enqueued", again, err)
+		t.Fatalf("second reconcile = %+v, %v; want 5 duplicates, none enqueued", again, err)
 	}
 	if logs := f.logs.String(); !strings.Contains(logs, `"msg":"replayed"`) || !strings.Contains(logs, `"duplicates":5`) {
-		t.Fatalf("replay did not log its counts: %s", logs)
+		t.Fatalf("reconcile did not log its counts: %s", logs)
 	}
-	all, err := jobs.Replay(ctx, f.db, jobs.ReplayOptions{Since: &time.Time{}})
+	all, err := jobs.Reconcile(ctx, f.db, jobs.ReconcileOptions{Since: &time.Time{}})
 	if err != nil || all.Found != 6 || all.Enqueued != 1 {
-		t.Fatalf("replay since the beginning = %+v, %v; want the old user too", all, err)
+		t.Fatalf("reconcile since the beginning = %+v, %v; want the old user too", all, err)
 	}
 	if got := f.queuedUsers(t); !slices.Contains(got, old) || len(got) != 6 {
 		t.Fatalf("enqueued %v", got)

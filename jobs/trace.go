@@ -97,21 +97,10 @@ func TraceUser(ctx context.Context, db users.Querier, schema string, table users
 	if err := table.Validate(); err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	s := pgx.Identifier{schema}.Sanitize()
+	q := newTraceQueries(schema, table)
 	tr := &Trace{UserID: userID, Jobs: []TraceJob{}, Keys: []TraceKey{}, Events: []TraceEvent{}}
 
-	created, deleted, anon := "NULL::timestamptz", "false", "false"
-	if table.CreatedAt() != "" {
-		created = "u." + users.Col(table.CreatedAt()) + "::timestamptz"
-	}
-	if table.DeletedAt() != "" {
-		deleted = "u." + users.Col(table.DeletedAt()) + " IS NOT NULL"
-	}
-	if table.Anonymous() != "" {
-		anon = "coalesce(u." + users.Col(table.Anonymous()) + ", false)"
-	}
-	err := db.QueryRow(ctx, `SELECT `+created+`, `+deleted+`, `+anon+` FROM `+table.Ident()+` u WHERE u.`+users.Col(table.IDColumn)+` = $1::uuid`,
-		userID).Scan(&tr.CreatedAt, &tr.Deleted, &tr.Anonymous)
+	err := db.QueryRow(ctx, q.user, userID).Scan(&tr.CreatedAt, &tr.Deleted, &tr.Anonymous)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
@@ -120,9 +109,7 @@ func TraceUser(ctx context.Context, db users.Querier, schema string, table users
 		tr.UserExists = true
 	}
 
-	rows, err := db.Query(ctx, `SELECT id, source, name, last4, created_at, expires_at, revoked_at,
-			EXISTS (SELECT 1 FROM `+s+`.key_reveals r WHERE r.key_id = k.id)
-		FROM `+s+`.api_keys k WHERE user_id = $1::uuid ORDER BY created_at, id`, userID)
+	rows, err := db.Query(ctx, q.keys, userID)
 	if err != nil {
 		return nil, fmt.Errorf("tracing user %s: reading keys: %w", userID, err)
 	}
@@ -137,10 +124,7 @@ func TraceUser(ctx context.Context, db users.Querier, schema string, table users
 
 	// Events of the user, and of its keys (a notice event of a key whose
 	// user row is gone still names the key).
-	rows, err = db.Query(ctx, `SELECT occurred_at, event, coalesce(key_id, ''), job_id, attempt, actor, detail
-		FROM `+s+`.key_events
-		WHERE user_id = $1::uuid OR key_id IN (SELECT id FROM `+s+`.api_keys WHERE user_id = $1::uuid)
-		ORDER BY id`, userID)
+	rows, err = db.Query(ctx, q.events, userID)
 	if err != nil {
 		return nil, fmt.Errorf("tracing user %s: reading events: %w", userID, err)
 	}
@@ -165,16 +149,7 @@ func TraceUser(ctx context.Context, db users.Querier, schema string, table users
 			keyIDs = append(keyIDs, e.KeyID)
 		}
 	}
-	rows, err = db.Query(ctx, `SELECT id, kind, state::text, attempt, max_attempts, created_at, attempted_at, finalized_at,
-			coalesce(jsonb_array_length(coalesce(args->'user_ids', args->'key_ids')), 1), coalesce(args->>'source', ''),
-			metadata->'output', coalesce(ARRAY(SELECT e->>'error' FROM unnest(errors) e), '{}')
-		FROM `+s+`.river_job
-		WHERE args @> jsonb_build_object('user_ids', jsonb_build_array($1::text))
-		   OR args @> jsonb_build_object('user_id', $1::text)
-		   OR args @> ANY (SELECT jsonb_build_object('key_ids', jsonb_build_array(k)) FROM unnest($2::text[]) k)
-		   OR args @> ANY (SELECT jsonb_build_object('key_id', k) FROM unnest($2::text[]) k)
-		   OR id IN (SELECT job_id FROM `+s+`.key_events WHERE user_id = $1::uuid AND job_id IS NOT NULL)
-		ORDER BY id`, userID, keyIDs)
+	rows, err = db.Query(ctx, q.jobs, userID, keyIDs)
 	if err != nil {
 		return nil, fmt.Errorf("tracing user %s: reading jobs: %w", userID, err)
 	}

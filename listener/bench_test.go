@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/keyworker/keyworker/users"
 )
 
 // The measurements below are not timed tests: they run only with
@@ -64,7 +66,7 @@ func newRiverEnqueuer(t *testing.T, pool *pgxpool.Pool) riverEnqueuer {
 	return riverEnqueuer{client: c}
 }
 
-func (e riverEnqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []Signup) (int, error) {
+func (e riverEnqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []users.Signup) (int, error) {
 	params := make([]river.InsertManyParams, len(signups))
 	for i, s := range signups {
 		params[i] = river.InsertManyParams{Args: createKeyArgs{UserID: s.UserID}}

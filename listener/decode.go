@@ -51,8 +51,8 @@ func newRelation(m *pglogrepl.RelationMessage, t users.Table) (*relation, error)
 }
 
 // decode turns one inserted tuple into a Signup.
-func (r *relation) decode(types *pgtype.Map, tuple *pglogrepl.TupleData) (Signup, error) {
-	var s Signup
+func (r *relation) decode(types *pgtype.Map, tuple *pglogrepl.TupleData) (users.Signup, error) {
+	var s users.Signup
 	if tuple == nil {
 		return s, fmt.Errorf("insert into %s without a tuple", r.name)
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/keyworker/keyworker/users"
 )
 
 // queue carries complete replication transactions from the receiving
@@ -174,7 +176,7 @@ func (l *Logical) handOff(ctx context.Context, batch []*txn) error {
 			replays = len(batch)
 			return nil
 		}
-		var signups []Signup
+		var signups []users.Signup
 		for _, t := range batch {
 			if t.end <= ck {
 				replays++
@@ -192,7 +194,7 @@ func (l *Logical) handOff(ctx context.Context, batch []*txn) error {
 		// page over the same users then wait for each other rather than
 		// deadlock (40P01), which a 200,000-user transaction replayed at once
 		// did when each chunk was sorted only within itself.
-		slices.SortFunc(signups, func(a, b Signup) int {
+		slices.SortFunc(signups, func(a, b users.Signup) int {
 			return strings.Compare(strings.ToLower(a.UserID), strings.ToLower(b.UserID))
 		})
 		for len(signups) > 0 {

@@ -438,7 +438,7 @@ func (l *Listen) reconcile(ctx context.Context, reason string) error {
 }
 
 // handedOff records a committed hand-off from the outbox.
-func (l *Listen) handedOff(signups []Signup, enqueued int, took time.Duration) {
+func (l *Listen) handedOff(signups []users.Signup, enqueued int, took time.Duration) {
 	now := time.Now()
 	var last time.Time
 	for _, s := range signups {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyworker/keyworker/pgtemp"
 	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/users"
 )
 
 var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: prepare})
@@ -58,7 +59,7 @@ func prepare(ctx context.Context, url string) error {
 // into test_jobs inside the hand-off transaction and counts repeats.
 type testEnqueuer struct {
 	// fakeKeys also writes a signup key row per user, as the CreateKey job
-	// would, so catch-up scans (users.FindMissing) no longer see the user.
+	// would, so reconciles (users.Table.WithoutKey) no longer see the user.
 	fakeKeys bool
 	// fillOnReconcile makes a reconcile request do at once what the
 	// reconciler will: enqueue every permanent user with no job yet.
@@ -72,7 +73,7 @@ type testEnqueuer struct {
 	checkOrder bool
 }
 
-func (e testEnqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []Signup) (int, error) {
+func (e testEnqueuer) EnqueueSignupsTx(ctx context.Context, tx pgx.Tx, signups []users.Signup) (int, error) {
 	ids := make([]string, len(signups))
 	for i, s := range signups {
 		ids[i] = s.UserID

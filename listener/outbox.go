@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keyworker/keyworker/users"
 )
 
 // OutboxTable is listen mode's outbox in keyworker's schema (migration 005):
@@ -49,10 +51,10 @@ type outboxDrain struct {
 	batch    int
 	timeout  time.Duration
 	// onBatch is called after each committed hand-off.
-	onBatch func(signups []Signup, enqueued int, took time.Duration)
+	onBatch func(signups []users.Signup, enqueued int, took time.Duration)
 }
 
-func newOutboxDrain(pool *pgxpool.Pool, cfg Config, onBatch func([]Signup, int, time.Duration)) *outboxDrain {
+func newOutboxDrain(pool *pgxpool.Pool, cfg Config, onBatch func([]users.Signup, int, time.Duration)) *outboxDrain {
 	return &outboxDrain{pool: pool, enqueuer: cfg.Enqueuer, take: outboxTakeSQL(cfg.Schema),
 		batch: cfg.BatchMaxRows, timeout: cfg.HandOffTimeout, onBatch: onBatch}
 }
@@ -78,15 +80,15 @@ func (d *outboxDrain) once(ctx context.Context) (int, error) {
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.timeout)
 	defer cancel()
 	started := time.Now()
-	var signups []Signup
+	var signups []users.Signup
 	var enqueued int
 	err := pgx.BeginFunc(hctx, d.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(hctx, d.take, d.batch)
 		if err != nil {
 			return fmt.Errorf("taking signups from the outbox: %w", err)
 		}
-		signups, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Signup, error) {
-			var s Signup
+		signups, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (users.Signup, error) {
+			var s users.Signup
 			err := r.Scan(&s.UserID, &s.CreatedAt)
 			return s, err
 		})

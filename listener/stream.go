@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/keyworker/keyworker/users"
 )
 
 const (
@@ -59,7 +61,7 @@ type txn struct {
 	end        pglogrepl.LSN
 	commitAt   time.Time
 	receivedAt time.Time
-	signups    []Signup
+	signups    []users.Signup
 	filtered   int
 }
 

@@ -146,7 +146,7 @@ type Querier interface {
 // names what is missing and the setting that fixes it.
 func (t Table) Check(ctx context.Context, db Querier) error {
 	var exists bool
-	if err := db.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.Ident()).Scan(&exists); err != nil {
+	if err := db.QueryRow(ctx, qTableExists, t.Ident()).Scan(&exists); err != nil {
 		return fmt.Errorf("looking up users table %s: %w", t, err)
 	}
 	if !exists {
@@ -168,7 +168,7 @@ func (t Table) Check(ctx context.Context, db Querier) error {
 	if t.DeletedAt() != "" {
 		want = append(want, wantCol{t.DeletedAt(), timestamps, "KEYWORKER_USERS_DELETED_AT_COLUMN"})
 	}
-	rows, err := db.Query(ctx, `SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2`, t.Schema, t.Name)
+	rows, err := db.Query(ctx, qColumns, t.Schema, t.Name)
 	if err != nil {
 		return fmt.Errorf("reading columns of %s: %w", t, err)
 	}
@@ -216,31 +216,6 @@ type Eligibility struct {
 	IncludeAnonymous bool
 }
 
-// where returns the SQL conditions (on alias u) and arguments, numbered from
-// argN, that make a user eligible. Soft-deleted users never are.
-func (t Table) where(e Eligibility, argN int) (string, []any) {
-	var conds []string
-	var args []any
-	if t.DeletedAt() != "" {
-		conds = append(conds, "u."+Col(t.DeletedAt())+" IS NULL")
-	}
-	if t.Anonymous() != "" && !e.IncludeAnonymous {
-		conds = append(conds, "NOT coalesce(u."+Col(t.Anonymous())+", false)")
-	}
-	if t.CreatedAt() != "" && !e.Since.IsZero() {
-		args = append(args, e.Since)
-		conds = append(conds, fmt.Sprintf("u.%s >= $%d", Col(t.CreatedAt()), argN+len(args)-1))
-	}
-	if t.CreatedAt() != "" && !e.Until.IsZero() {
-		args = append(args, e.Until)
-		conds = append(conds, fmt.Sprintf("u.%s < $%d", Col(t.CreatedAt()), argN+len(args)-1))
-	}
-	if len(conds) == 0 {
-		return "true", nil
-	}
-	return strings.Join(conds, " AND "), args
-}
-
 // UserState is what Lookup found.
 type UserState int
 
@@ -274,16 +249,8 @@ func (s UserState) String() string {
 // time is not checked: a job for an old user exists only because someone
 // asked for it.
 func (t Table) Lookup(ctx context.Context, tx Querier, userID string, includeAnonymous bool) (UserState, error) {
-	sel := "false"
-	if t.DeletedAt() != "" {
-		sel = "u." + Col(t.DeletedAt()) + " IS NOT NULL"
-	}
-	anon := "false"
-	if t.Anonymous() != "" {
-		anon = "coalesce(u." + Col(t.Anonymous()) + ", false)"
-	}
 	var deleted, anonymous bool
-	err := tx.QueryRow(ctx, `SELECT `+sel+`, `+anon+` FROM `+t.Ident()+` u WHERE u.`+Col(t.IDColumn)+` = $1`, userID).Scan(&deleted, &anonymous)
+	err := tx.QueryRow(ctx, t.lookupQuery(), userID).Scan(&deleted, &anonymous)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return UserMissing, nil
@@ -297,40 +264,30 @@ func (t Table) Lookup(ctx context.Context, tx Querier, userID string, includeAno
 	return UserEligible, nil
 }
 
-// Missing is a user who should have a signup key and has none.
-type Missing struct {
+// UserWithoutKey is an eligible user without a signup key: what a
+// reconcile hands to the key path.
+type UserWithoutKey struct {
 	UserID    string
 	CreatedAt *time.Time
 }
 
-// FindMissing returns up to limit eligible users without a signup key in
+// WithoutKey returns up to limit eligible users without a signup key in
 // keysSchema.api_keys, in id order after the cursor `after` (empty for the
-// start). Callers page with the last id returned, so a million users never
-// load at once.
-func (t Table) FindMissing(ctx context.Context, db Querier, keysSchema string, e Eligibility, after string, limit int) ([]Missing, error) {
-	cond, args := t.where(e, 3)
-	createdAt := "NULL::timestamptz"
-	if t.CreatedAt() != "" {
-		createdAt = "u." + Col(t.CreatedAt()) + "::timestamptz"
-	}
+// start): one page of a reconcile. Callers page with the last id returned,
+// so a million users never load at once.
+func (t Table) WithoutKey(ctx context.Context, db Querier, keysSchema string, e Eligibility, after string, limit int) ([]UserWithoutKey, error) {
+	q, args := t.withoutKeyQuery(keysSchema, e)
 	if after == "" {
 		after = "00000000-0000-0000-0000-000000000000"
 	}
-	q := `SELECT u.` + Col(t.IDColumn) + `::text, ` + createdAt + `
-		FROM ` + t.Ident() + ` u
-		WHERE u.` + Col(t.IDColumn) + ` > $1::uuid AND ` + cond + `
-		  AND NOT EXISTS (SELECT 1 FROM ` + pgx.Identifier{keysSchema, "api_keys"}.Sanitize() + ` k
-		                   WHERE k.user_id = u.` + Col(t.IDColumn) + ` AND k.source = 'signup')
-		ORDER BY u.` + Col(t.IDColumn) + `
-		LIMIT $2`
 	rows, err := db.Query(ctx, q, append([]any{after, limit}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("finding users without a signup key: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Missing, error) {
-		var m Missing
-		err := r.Scan(&m.UserID, &m.CreatedAt)
-		return m, err
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (UserWithoutKey, error) {
+		var u UserWithoutKey
+		err := r.Scan(&u.UserID, &u.CreatedAt)
+		return u, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("finding users without a signup key: %w", err)
@@ -338,15 +295,11 @@ func (t Table) FindMissing(ctx context.Context, db Querier, keysSchema string, e
 	return out, nil
 }
 
-// CountMissing counts what FindMissing pages through: eligible users
-// without a signup key. It reads the whole table once; replay uses it to
-// draw a progress bar.
-func (t Table) CountMissing(ctx context.Context, db Querier, keysSchema string, e Eligibility) (int, error) {
-	cond, args := t.where(e, 1)
-	q := `SELECT count(*) FROM ` + t.Ident() + ` u
-		WHERE ` + cond + `
-		  AND NOT EXISTS (SELECT 1 FROM ` + pgx.Identifier{keysSchema, "api_keys"}.Sanitize() + ` k
-		                   WHERE k.user_id = u.` + Col(t.IDColumn) + ` AND k.source = 'signup')`
+// CountWithoutKey counts what WithoutKey pages through: eligible users
+// without a signup key. It reads the whole table once; `worker replay`
+// uses it to draw a progress bar.
+func (t Table) CountWithoutKey(ctx context.Context, db Querier, keysSchema string, e Eligibility) (int, error) {
+	q, args := t.countWithoutKeyQuery(keysSchema, e)
 	var n int
 	if err := db.QueryRow(ctx, q, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("counting users without a signup key: %w", err)
@@ -358,7 +311,7 @@ func (t Table) CountMissing(ctx context.Context, db Querier, keysSchema string, 
 // migration's time).
 func InstalledAt(ctx context.Context, db Querier, keysSchema string) (time.Time, error) {
 	var at time.Time
-	err := db.QueryRow(ctx, `SELECT installed_at FROM `+pgx.Identifier{keysSchema, "installation"}.Sanitize()).Scan(&at)
+	err := db.QueryRow(ctx, installedAtQuery(keysSchema)).Scan(&at)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("reading installation time (run `worker migrate` first): %w", err)
 	}
@@ -371,20 +324,3 @@ const (
 	ReasonDeleted   = "user_deleted"
 	ReasonAnonymous = "user_anonymous"
 )
-
-// SkipReasonSQL returns an SQL expression over the users row alias (LEFT
-// JOINed, so NULL when there is no such user) that is NULL when the user may
-// have a signup key now, else the reason as text: ReasonMissing,
-// ReasonDeleted or ReasonAnonymous (unless includeAnonymous). Like Lookup,
-// it does not look at the creation time.
-func (t Table) SkipReasonSQL(alias string, includeAnonymous bool) string {
-	a := alias + "."
-	expr := `CASE WHEN ` + a + Col(t.IDColumn) + ` IS NULL THEN '` + ReasonMissing + `'`
-	if t.DeletedAt() != "" {
-		expr += ` WHEN ` + a + Col(t.DeletedAt()) + ` IS NOT NULL THEN '` + ReasonDeleted + `'`
-	}
-	if t.Anonymous() != "" && !includeAnonymous {
-		expr += ` WHEN coalesce(` + a + Col(t.Anonymous()) + `, false) THEN '` + ReasonAnonymous + `'`
-	}
-	return expr + ` END`
-}

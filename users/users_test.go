@@ -35,7 +35,7 @@ func setup(t *testing.T) *pgxpool.Pool {
 
 func uid(i int) string { return fmt.Sprintf("00000000-0000-0000-0000-%012d", i) }
 
-func TestFindMissingPagesEligibleUsersOnly(t *testing.T) {
+func TestWithoutKeyPagesEligibleUsersOnly(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := setup(t)
@@ -63,7 +63,7 @@ func TestFindMissingPagesEligibleUsersOnly(t *testing.T) {
 		var out []string
 		after := ""
 		for {
-			got, err := table.FindMissing(ctx, db, "keyworker", e, after, page)
+			got, err := table.WithoutKey(ctx, db, "keyworker", e, after, page)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -148,9 +148,9 @@ func TestCheckNamesWhatIsMissing(t *testing.T) {
 	if _, err := db.Exec(ctx, `INSERT INTO public.members (id) VALUES ($1)`, uid(9)); err != nil {
 		t.Fatal(err)
 	}
-	found, err := members.FindMissing(ctx, db, "keyworker", users.Eligibility{Since: time.Now().Add(-time.Hour)}, "", 10)
+	found, err := members.WithoutKey(ctx, db, "keyworker", users.Eligibility{Since: time.Now().Add(-time.Hour)}, "", 10)
 	if err != nil || len(found) != 1 || found[0].UserID != uid(9) {
-		t.Fatalf("FindMissing on a table without optional columns: %v, %v", found, err)
+		t.Fatalf("WithoutKey on a table without optional columns: %v, %v", found, err)
 	}
 	state, err := members.Lookup(ctx, db, uid(9), false)
 	if err != nil || state != users.UserEligible {

@@ -29,6 +29,8 @@ func parseTime(name, raw string) (time.Time, error) {
 	return time.Time{}, &usageError{fmt.Sprintf("--%s=%q is not a time: use RFC 3339 (2026-01-02T15:04:05Z) or a date (2026-01-02)", name, raw)}
 }
 
+// cmdReplay is `worker replay`: it runs a reconcile now, over a window,
+// from the command line (jobs.Reconcile), and prints its counts.
 func cmdReplay(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if len(v.args) > 0 {
 		return &usageError{fmt.Sprintf("worker replay takes flags only, got %q", v.args)}
@@ -45,7 +47,7 @@ func cmdReplay(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	if err != nil {
 		return &usageError{err.Error()}
 	}
-	opts := jobs.ReplayOptions{Schema: v.str("KEYWORKER_SCHEMA"), Table: table, IncludeAnonymous: anon, Logger: logger}
+	opts := jobs.ReconcileOptions{Schema: v.str("KEYWORKER_SCHEMA"), Table: table, IncludeAnonymous: anon, Logger: logger}
 	switch raw := fs.Lookup("since").Value.String(); raw {
 	case "":
 	case "all":
@@ -81,7 +83,7 @@ func cmdReplay(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 			fmt.Fprintf(e.stderr, "\r\033[K%s", progressBar(found, enqueued, total, time.Since(start)))
 		}
 	}
-	res, err := jobs.Replay(ctx, pool, opts)
+	res, err := jobs.Reconcile(ctx, pool, opts)
 	if tty && !asJSON {
 		fmt.Fprint(e.stderr, "\r\033[K")
 	}
