@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -31,20 +30,17 @@ const (
 // Listen reads signups from an outbox table that a trigger on the users
 // table fills in each signup's transaction, woken by NOTIFY and polling
 // every PollInterval. Signups made while it is down wait in the outbox.
-// On start, and when asked (CatchUp), it enqueues a Reconcile job for
+// On start, and when asked (Reconcile), it enqueues a Reconcile job for
 // signups the outbox never saw. Its methods are safe for concurrent use.
 type Listen struct {
 	cfg Config
 	log *slog.Logger
 	st  tracker
 
-	mu          sync.Mutex
-	started     bool
-	stopped     bool
-	cancel      context.CancelFunc
-	wg          sync.WaitGroup
+	lc lifecycle
+	// pool, installedAt and drain are set by Start before the background
+	// work starts, and only read after.
 	pool        *pgxpool.Pool
-	ownPool     bool
 	installedAt time.Time
 	drain       *outboxDrain
 	// reconcileReq carries the reason for the next Reconcile job.
@@ -63,6 +59,7 @@ func NewListen(cfg Config) (*Listen, error) {
 		reconcileReq: make(chan string, 1),
 	}
 	l.st.s = Status{Mode: "listen", Role: RoleIdle, Channel: cfg.Channel}
+	l.lc = lifecycle{what: "listen listener", st: &l.st}
 	return l, nil
 }
 
@@ -72,88 +69,58 @@ func NewListen(cfg Config) (*Listen, error) {
 // if nobody streams from it, then listens and drains the outbox in a
 // background goroutine until Stop is called or ctx ends. It returns a
 // *PreflightError (matching one of the Err* sentinels) when a precondition
-// fails; ErrNoTrigger carries the statement the table's owner must run.
+// fails; ErrNoTrigger carries the statement the table's owner must run. A
+// Stop while Start runs cancels it: Start then returns an error.
 func (l *Listen) Start(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.started || l.stopped {
-		return errors.New("starting the listen listener: it was already started or stopped")
+	ctx, err := l.lc.begin(ctx)
+	if err != nil {
+		return err
 	}
+	if err := l.prepare(ctx); err != nil {
+		return l.lc.abort(err)
+	}
+	if err := l.lc.launch(l.listenLoop); err != nil {
+		return err
+	}
+	l.log.Info("listen listener started", "table", l.cfg.Table.String(), "since", l.installedAt)
+	return nil
+}
+
+// prepare is Start's work before listening: the preflight, the trigger
+// and dropping logical mode's idle slot. It runs without any lock held.
+func (l *Listen) prepare(ctx context.Context) error {
 	if p := classifyPooler(l.cfg.ConnString); p.kind == transactionPooler {
 		return poolerError(p, ModeListen, nil)
 	}
-	l.pool = l.cfg.Pool
-	if l.pool == nil {
-		pool, err := pgxpool.New(ctx, l.cfg.ConnString)
-		if err != nil {
-			return fmt.Errorf("opening a pool: %w", err)
-		}
-		l.pool, l.ownPool = pool, true
+	pool, err := l.lc.openPool(ctx, l.cfg)
+	if err != nil {
+		return err
 	}
+	l.pool = pool
 	if err := l.preflight(ctx); err != nil {
-		if l.ownPool {
-			l.pool.Close()
-		}
 		return err
 	}
 	dropIdleSlot(ctx, l.pool, l.cfg.SlotName, l.log)
 	l.drain = newOutboxDrain(l.pool, l.cfg, l.handedOff)
 	signalReason(l.reconcileReq, "listen mode started")
-	runCtx, cancel := context.WithCancel(ctx)
-	l.cancel = cancel
-	l.started = true
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		l.listenLoop(runCtx)
-	}()
-	go func() {
-		<-runCtx.Done()
-		l.wg.Wait()
-		l.st.setRole(RoleStopped)
-	}()
-	l.log.Info("listen listener started", "table", l.cfg.Table.String(), "since", l.installedAt)
 	return nil
 }
 
-// Stop stops listening and catching up and closes the connections. It is
-// idempotent and safe to call before Start.
-func (l *Listen) Stop() {
-	l.mu.Lock()
-	if l.stopped {
-		l.mu.Unlock()
-		return
-	}
-	l.stopped = true
-	started := l.started
-	l.mu.Unlock()
-	if started {
-		l.cancel()
-		l.wg.Wait()
-		if l.ownPool {
-			l.pool.Close()
-		}
-	}
-	l.st.update(func(s *Status) { s.Role = RoleStopped })
-}
+// Stop stops listening and draining and closes the connections. It is
+// idempotent and safe to call before Start and while Start runs.
+func (l *Listen) Stop() { l.lc.stop() }
 
 // Run is Start, then waiting for ctx to end, then Stop. It returns Start's
 // error, or nil.
-func (l *Listen) Run(ctx context.Context) error {
-	if err := l.Start(ctx); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	l.Stop()
-	return nil
-}
+func (l *Listen) Run(ctx context.Context) error { return runSource(ctx, l) }
 
 // Status returns a snapshot. It is cheap and safe to call at any time.
 func (l *Listen) Status() Status { return l.st.snapshot() }
 
-// CatchUp asks for a Reconcile job after the next drain of the outbox
-// (within PollInterval).
-func (l *Listen) CatchUp() { signalReason(l.reconcileReq, "requested") }
+// Reconcile asks for a Reconcile job after the next drain of the outbox
+// (within PollInterval): a reconcile finds the users without a key that
+// the outbox never carried.
+func (l *Listen) Reconcile() { signalReason(l.reconcileReq, "requested") }
 
 // signalReason sends reason on c unless a reason is already waiting.
 func signalReason(c chan string, reason string) {
