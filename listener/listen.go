@@ -149,8 +149,7 @@ func (l *Listen) preflight(ctx context.Context) error {
 	}
 	var canRead bool
 	var user, owner string
-	if err := l.pool.QueryRow(ctx, `SELECT has_table_privilege(to_regclass($1), 'SELECT'), current_user::text,
-		pg_get_userbyid(c.relowner)::text FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)`, t.Ident()).Scan(&canRead, &user, &owner); err != nil {
+	if err := l.pool.QueryRow(ctx, tablePrivilegeSQL, t.Ident()).Scan(&canRead, &user, &owner); err != nil {
 		return fmt.Errorf("checking privileges on %s: %w", t, err)
 	}
 	if !canRead {
@@ -171,40 +170,6 @@ func (l *Listen) preflight(ctx context.Context) error {
 	return l.ensureTrigger(ctx, user, owner)
 }
 
-// functionBody is the trigger function. It runs once per INSERT
-// statement, not per row, as the function's owner (keyworker's role, which
-// owns the outbox; SECURITY DEFINER), and does two cheap things in the
-// signup's transaction: it appends the new users' ids to the outbox, and
-// it notifies the listener unless another transaction in flight already
-// holds the wake-up lock (and so will notify when it commits). Notifying
-// takes PostgreSQL's notify lock (one for the whole server) from just
-// before the commit to its end, so skipping it keeps signups from
-// committing one at a time. Any error in it is swallowed, and the
-// reconcile finds the user; what it cannot catch are NOTIFY's own errors
-// at commit (a full notification queue, PREPARE TRANSACTION after NOTIFY),
-// which only the transaction holding the wake-up lock can meet.
-func (l *Listen) functionBody() string {
-	t := l.cfg.Table
-	where := ""
-	if t.Anonymous() != "" && !l.cfg.IncludeAnonymous {
-		where = " WHERE NOT coalesce(n." + users.Col(t.Anonymous()) + ", false)"
-	}
-	return `
-BEGIN
-	INSERT INTO ` + pgx.Identifier{l.cfg.Schema, OutboxTable}.Sanitize() + ` (user_id)
-	SELECT n.` + users.Col(t.IDColumn) + ` FROM ` + transitionTable + ` n` + where + `;
-	IF FOUND AND pg_catalog.pg_try_advisory_xact_lock(` + fmt.Sprint(outboxLockKey(l.cfg.Schema)) + `) THEN
-		PERFORM pg_catalog.pg_notify('` + l.cfg.Channel + `', '');
-	END IF;
-	RETURN NULL;
-EXCEPTION WHEN others THEN
-	-- A signup must never fail because of keyworker: the reconcile finds
-	-- what this missed.
-	RETURN NULL;
-END
-`
-}
-
 func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	t := l.cfg.Table
 	fn := pgx.Identifier{l.cfg.Schema, TriggerFunction}.Sanitize()
@@ -218,8 +183,7 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	}
 	var fnOK bool
 	var enabled string
-	err := l.pool.QueryRow(ctx, `SELECT tg.tgfoid = to_regprocedure($3)::oid, tg.tgenabled::text FROM pg_catalog.pg_trigger tg
-		WHERE tg.tgrelid = to_regclass($1) AND tg.tgname = $2`, t.Ident(), TriggerName, fn+"()").Scan(&fnOK, &enabled)
+	err := l.pool.QueryRow(ctx, triggerSQL, t.Ident(), TriggerName, fn+"()").Scan(&fnOK, &enabled)
 	q, qerr := quoteIdents(ctx, l.pool, t.Schema, t.Name, TriggerName, user, l.cfg.Schema, TriggerFunction)
 	if qerr != nil {
 		return qerr
@@ -237,8 +201,7 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	case !errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("looking up trigger %s: %w", TriggerName, err)
 	}
-	create := fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT ON %s REFERENCING NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION %s.%s();",
-		q[2], table, transitionTable, q[4], q[5])
+	create := createTriggerSQL(q[2], table, q[4], q[5])
 	_, err = l.pool.Exec(ctx, strings.TrimSuffix(create, ";"))
 	switch {
 	case err == nil:
@@ -255,8 +218,7 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	if qerr != nil {
 		return qerr
 	}
-	if _, gerr := l.pool.Exec(ctx, `GRANT USAGE ON SCHEMA `+pgx.Identifier{l.cfg.Schema}.Sanitize()+` TO `+qo[0]+`;
-		GRANT EXECUTE ON FUNCTION `+fn+`() TO `+qo[0]); gerr != nil {
+	if _, gerr := l.pool.Exec(ctx, grantTriggerFunctionSQL(l.cfg.Schema, fn, qo[0])); gerr != nil {
 		l.log.Warn("granting the table owner access to the trigger function", "owner", owner, "error", gerr)
 	}
 	return &PreflightError{Kind: ErrNoTrigger,
@@ -308,7 +270,7 @@ func (l *Listen) listenSession(ctx context.Context) (connected bool, err error) 
 		return false, fmt.Errorf("connecting to listen: %w", err)
 	}
 	defer closeConn(conn)
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.cfg.Channel}.Sanitize()).ReadAll(); err != nil {
+	if _, err := conn.Exec(ctx, listenSQL(l.cfg.Channel)).ReadAll(); err != nil {
 		return false, fmt.Errorf("listening on %s: %w", l.cfg.Channel, err)
 	}
 	l.st.setRole(RoleListening)

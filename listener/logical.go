@@ -9,7 +9,6 @@ import (
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -17,10 +16,10 @@ import (
 // them off to the Enqueuer. See the package documentation for the flow and
 // the exactly-once argument. Its methods are safe for concurrent use.
 type Logical struct {
-	cfg             Config
-	log             *slog.Logger
-	checkpointTable string
-	st              tracker
+	cfg   Config
+	log   *slog.Logger
+	ckSQL checkpointSQL
+	st    tracker
 
 	lc lifecycle
 	// pool and facts are set by Start before the background work starts,
@@ -48,9 +47,9 @@ func NewLogical(cfg Config) (*Logical, error) {
 		return nil, err
 	}
 	l := &Logical{
-		cfg:             cfg,
-		log:             cfg.Logger.With("component", "listener", "mode", "logical", "slot", cfg.SlotName),
-		checkpointTable: pgx.Identifier{cfg.Schema, "replication_checkpoints"}.Sanitize(),
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "listener", "mode", "logical", "slot", cfg.SlotName),
+		ckSQL: newCheckpointSQL(cfg.Schema),
 	}
 	l.st.s = Status{Mode: "logical", Role: RoleIdle, Slot: cfg.SlotName, Publication: cfg.PublicationName}
 	l.lc = lifecycle{what: "logical listener", st: &l.st}
