@@ -51,6 +51,29 @@ func silentServer(t *testing.T) (addr string, accepted <-chan struct{}) {
 	return ln.Addr().String(), ch
 }
 
+// testSource is what Logical and Listen have in common.
+type testSource interface {
+	Start(context.Context) error
+	Stop()
+	Status() Status
+}
+
+// newTestSource makes the source mode names (ModeLogical or ModeListen).
+func newTestSource(t *testing.T, mode string, cfg Config) testSource {
+	t.Helper()
+	var src testSource
+	var err error
+	if mode == ModeLogical {
+		src, err = NewLogical(cfg)
+	} else {
+		src, err = NewListen(cfg)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
 // within runs f and fails the test when it has not returned after d: a
 // deadlock guard, with a bound far above what f needs.
 func within(t *testing.T, d time.Duration, what string, f func()) {
@@ -82,20 +105,7 @@ func TestStatusAndStopDoNotWaitBehindASlowStart(t *testing.T) {
 				ConnString: fmt.Sprintf("postgres://keyworker@%s/postgres?sslmode=disable", addr),
 				Enqueuer:   testEnqueuer{},
 			}
-			var src interface {
-				Start(context.Context) error
-				Stop()
-				Status() Status
-			}
-			var err error
-			if mode == ModeLogical {
-				src, err = NewLogical(cfg)
-			} else {
-				src, err = NewListen(cfg)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			src := newTestSource(t, mode, cfg)
 			started := make(chan error, 1)
 			go func() { started <- src.Start(context.Background()) }()
 			const bound = 30 * time.Second
@@ -150,20 +160,7 @@ func TestCanceledContextEndsTheSource(t *testing.T) {
 	for _, mode := range []string{ModeLogical, ModeListen} {
 		t.Run(mode, func(t *testing.T) {
 			cfg := e.config("kw_ctx_" + mode)
-			var src interface {
-				Start(context.Context) error
-				Stop()
-				Status() Status
-			}
-			var err error
-			if mode == ModeLogical {
-				src, err = NewLogical(cfg)
-			} else {
-				src, err = NewListen(cfg)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			src := newTestSource(t, mode, cfg)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			if err := src.Start(ctx); err != nil {
