@@ -54,9 +54,10 @@ type Config struct {
 	// own. Never a transaction pooler. Required.
 	ConnString string
 
-	// Pool runs the hand-off transactions, the preflight queries and listen
-	// mode's catch-up scans. A pool passed in is never closed. Defaults to a
-	// pool opened from ConnString by Start and closed by Stop.
+	// Pool runs the hand-off transactions (listen mode's outbox drains
+	// among them), the preflight queries and the reconcile requests. A pool
+	// passed in is never closed. Defaults to a pool opened from ConnString
+	// by Start and closed by Stop (or when Start fails).
 	Pool *pgxpool.Pool
 
 	// Enqueuer turns signups into jobs inside the hand-off transaction.

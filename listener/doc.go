@@ -46,6 +46,20 @@
 // the outbox holds; listen mode drops logical mode's slot when nobody
 // streams from it, since an abandoned slot keeps WAL forever.
 //
+// # Reconcile and catch-up
+//
+// A reconcile finds the eligible users without a signup key and hands them
+// to the key path. It is a job (Enqueuer.EnqueueReconcileTx; `worker
+// replay` runs the same from the command line): a source never scans the
+// users table itself, it only asks for a reconcile, in a transaction of
+// its own. Logical mode asks when its slot is new or was recreated (see
+// Faults); listen mode on every start and whenever Listen.Reconcile is
+// called.
+//
+// Catch-up is something else: a source working through its backlog after
+// downtime, the WAL its slot kept (logical mode) or the rows waiting in the
+// outbox (listen mode), through the same hand-off as live signups.
+//
 // # The hand-off (logical mode)
 //
 // One goroutine owns the replication connection: it receives, decodes

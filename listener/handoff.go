@@ -161,7 +161,7 @@ func (l *Logical) handOff(ctx context.Context, batch []*txn) error {
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		enqueued, handed, replays, lastSignupAt, commits = 0, 0, 0, nil, commits[:0]
 		var ckText string
-		err := tx.QueryRow(ctx, `SELECT lsn::text FROM `+l.checkpointTable+` WHERE slot_name = $1 FOR UPDATE`, l.cfg.SlotName).Scan(&ckText)
+		err := tx.QueryRow(ctx, l.ckSQL.lock, l.cfg.SlotName).Scan(&ckText)
 		var ck pglogrepl.LSN
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
@@ -207,16 +207,7 @@ func (l *Logical) handOff(ctx context.Context, batch []*txn) error {
 			enqueued += n
 			handed += len(chunk)
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO `+l.checkpointTable+` AS c (slot_name, lsn, updated_at, last_signup_at, signups)
-			VALUES ($1, $2::pg_lsn, now(), $3, $4)
-			ON CONFLICT (slot_name) DO UPDATE SET
-				-- 0/0 marks a reconcile owed (a slot being recreated): it
-				-- stays until the reconcile is enqueued.
-				lsn = CASE WHEN c.lsn = '0/0' THEN c.lsn ELSE GREATEST(c.lsn, EXCLUDED.lsn) END,
-				updated_at = now(),
-				last_signup_at = coalesce(EXCLUDED.last_signup_at, c.last_signup_at),
-				signups = c.signups + EXCLUDED.signups`,
-			l.cfg.SlotName, end.String(), lastSignupAt, handed)
+		_, err = tx.Exec(ctx, l.ckSQL.advance, l.cfg.SlotName, end.String(), lastSignupAt, handed)
 		if err != nil {
 			return fmt.Errorf("moving the checkpoint to %s: %w", end, err)
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -32,20 +31,17 @@ const (
 // Listen reads signups from an outbox table that a trigger on the users
 // table fills in each signup's transaction, woken by NOTIFY and polling
 // every PollInterval. Signups made while it is down wait in the outbox.
-// On start, and when asked (CatchUp), it enqueues a Reconcile job for
+// On start, and when asked (Reconcile), it enqueues a Reconcile job for
 // signups the outbox never saw. Its methods are safe for concurrent use.
 type Listen struct {
 	cfg Config
 	log *slog.Logger
 	st  tracker
 
-	mu          sync.Mutex
-	started     bool
-	stopped     bool
-	cancel      context.CancelFunc
-	wg          sync.WaitGroup
+	lc lifecycle
+	// pool, installedAt and drain are set by Start before the background
+	// work starts, and only read after.
 	pool        *pgxpool.Pool
-	ownPool     bool
 	installedAt time.Time
 	drain       *outboxDrain
 	// reconcileReq carries the reason for the next Reconcile job.
@@ -64,6 +60,7 @@ func NewListen(cfg Config) (*Listen, error) {
 		reconcileReq: make(chan string, 1),
 	}
 	l.st.s = Status{Mode: "listen", Role: RoleIdle, Channel: cfg.Channel}
+	l.lc = lifecycle{what: "listen listener", st: &l.st}
 	return l, nil
 }
 
@@ -73,88 +70,58 @@ func NewListen(cfg Config) (*Listen, error) {
 // if nobody streams from it, then listens and drains the outbox in a
 // background goroutine until Stop is called or ctx ends. It returns a
 // *PreflightError (matching one of the Err* sentinels) when a precondition
-// fails; ErrNoTrigger carries the statement the table's owner must run.
+// fails; ErrNoTrigger carries the statement the table's owner must run. A
+// Stop while Start runs cancels it: Start then returns an error.
 func (l *Listen) Start(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.started || l.stopped {
-		return errors.New("starting the listen listener: it was already started or stopped")
+	ctx, err := l.lc.begin(ctx)
+	if err != nil {
+		return err
 	}
+	if err := l.prepare(ctx); err != nil {
+		return l.lc.abort(err)
+	}
+	if err := l.lc.launch(l.listenLoop); err != nil {
+		return err
+	}
+	l.log.Info("listen listener started", "table", l.cfg.Table.String(), "since", l.installedAt)
+	return nil
+}
+
+// prepare is Start's work before listening: the preflight, the trigger
+// and dropping logical mode's idle slot. It runs without any lock held.
+func (l *Listen) prepare(ctx context.Context) error {
 	if p := classifyPooler(l.cfg.ConnString); p.kind == transactionPooler {
 		return poolerError(p, ModeListen, nil)
 	}
-	l.pool = l.cfg.Pool
-	if l.pool == nil {
-		pool, err := pgxpool.New(ctx, l.cfg.ConnString)
-		if err != nil {
-			return fmt.Errorf("opening a pool: %w", err)
-		}
-		l.pool, l.ownPool = pool, true
+	pool, err := l.lc.openPool(ctx, l.cfg)
+	if err != nil {
+		return err
 	}
+	l.pool = pool
 	if err := l.preflight(ctx); err != nil {
-		if l.ownPool {
-			l.pool.Close()
-		}
 		return err
 	}
 	dropIdleSlot(ctx, l.pool, l.cfg.SlotName, l.log)
 	l.drain = newOutboxDrain(l.pool, l.cfg, l.handedOff)
 	signalReason(l.reconcileReq, "listen mode started")
-	runCtx, cancel := context.WithCancel(ctx)
-	l.cancel = cancel
-	l.started = true
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		l.listenLoop(runCtx)
-	}()
-	go func() {
-		<-runCtx.Done()
-		l.wg.Wait()
-		l.st.setRole(RoleStopped)
-	}()
-	l.log.Info("listen listener started", "table", l.cfg.Table.String(), "since", l.installedAt)
 	return nil
 }
 
-// Stop stops listening and catching up and closes the connections. It is
-// idempotent and safe to call before Start.
-func (l *Listen) Stop() {
-	l.mu.Lock()
-	if l.stopped {
-		l.mu.Unlock()
-		return
-	}
-	l.stopped = true
-	started := l.started
-	l.mu.Unlock()
-	if started {
-		l.cancel()
-		l.wg.Wait()
-		if l.ownPool {
-			l.pool.Close()
-		}
-	}
-	l.st.update(func(s *Status) { s.Role = RoleStopped })
-}
+// Stop stops listening and draining and closes the connections. It is
+// idempotent and safe to call before Start and while Start runs.
+func (l *Listen) Stop() { l.lc.stop() }
 
 // Run is Start, then waiting for ctx to end, then Stop. It returns Start's
 // error, or nil.
-func (l *Listen) Run(ctx context.Context) error {
-	if err := l.Start(ctx); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	l.Stop()
-	return nil
-}
+func (l *Listen) Run(ctx context.Context) error { return runSource(ctx, l) }
 
 // Status returns a snapshot. It is cheap and safe to call at any time.
 func (l *Listen) Status() Status { return l.st.snapshot() }
 
-// CatchUp asks for a Reconcile job after the next drain of the outbox
-// (within PollInterval).
-func (l *Listen) CatchUp() { signalReason(l.reconcileReq, "requested") }
+// Reconcile asks for a Reconcile job after the next drain of the outbox
+// (within PollInterval): a reconcile finds the users without a key that
+// the outbox never carried.
+func (l *Listen) Reconcile() { signalReason(l.reconcileReq, "requested") }
 
 // signalReason sends reason on c unless a reason is already waiting.
 func signalReason(c chan string, reason string) {
@@ -183,8 +150,7 @@ func (l *Listen) preflight(ctx context.Context) error {
 	}
 	var canRead bool
 	var user, owner string
-	if err := l.pool.QueryRow(ctx, `SELECT has_table_privilege(to_regclass($1), 'SELECT'), current_user::text,
-		pg_get_userbyid(c.relowner)::text FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)`, t.Ident()).Scan(&canRead, &user, &owner); err != nil {
+	if err := l.pool.QueryRow(ctx, tablePrivilegeSQL, t.Ident()).Scan(&canRead, &user, &owner); err != nil {
 		return fmt.Errorf("checking privileges on %s: %w", t, err)
 	}
 	if !canRead {
@@ -205,40 +171,6 @@ func (l *Listen) preflight(ctx context.Context) error {
 	return l.ensureTrigger(ctx, user, owner)
 }
 
-// functionBody is the trigger function. It runs once per INSERT
-// statement, not per row, as the function's owner (keyworker's role, which
-// owns the outbox; SECURITY DEFINER), and does two cheap things in the
-// signup's transaction: it appends the new users' ids to the outbox, and
-// it notifies the listener unless another transaction in flight already
-// holds the wake-up lock (and so will notify when it commits). Notifying
-// takes PostgreSQL's notify lock (one for the whole server) from just
-// before the commit to its end, so skipping it keeps signups from
-// committing one at a time. Any error in it is swallowed, and the
-// reconcile finds the user; what it cannot catch are NOTIFY's own errors
-// at commit (a full notification queue, PREPARE TRANSACTION after NOTIFY),
-// which only the transaction holding the wake-up lock can meet.
-func (l *Listen) functionBody() string {
-	t := l.cfg.Table
-	where := ""
-	if t.Anonymous() != "" && !l.cfg.IncludeAnonymous {
-		where = " WHERE NOT coalesce(n." + users.Col(t.Anonymous()) + ", false)"
-	}
-	return `
-BEGIN
-	INSERT INTO ` + pgx.Identifier{l.cfg.Schema, OutboxTable}.Sanitize() + ` (user_id)
-	SELECT n.` + users.Col(t.IDColumn) + ` FROM ` + transitionTable + ` n` + where + `;
-	IF FOUND AND pg_catalog.pg_try_advisory_xact_lock(` + fmt.Sprint(outboxLockKey(l.cfg.Schema)) + `) THEN
-		PERFORM pg_catalog.pg_notify('` + l.cfg.Channel + `', '');
-	END IF;
-	RETURN NULL;
-EXCEPTION WHEN others THEN
-	-- A signup must never fail because of keyworker: the reconcile finds
-	-- what this missed.
-	RETURN NULL;
-END
-`
-}
-
 func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	t := l.cfg.Table
 	fn := pgx.Identifier{l.cfg.Schema, TriggerFunction}.Sanitize()
@@ -252,8 +184,7 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	}
 	var fnOK bool
 	var enabled string
-	err := l.pool.QueryRow(ctx, `SELECT tg.tgfoid = to_regprocedure($3)::oid, tg.tgenabled::text FROM pg_catalog.pg_trigger tg
-		WHERE tg.tgrelid = to_regclass($1) AND tg.tgname = $2`, t.Ident(), TriggerName, fn+"()").Scan(&fnOK, &enabled)
+	err := l.pool.QueryRow(ctx, triggerSQL, t.Ident(), TriggerName, fn+"()").Scan(&fnOK, &enabled)
 	q, qerr := quoteIdents(ctx, l.pool, t.Schema, t.Name, TriggerName, user, l.cfg.Schema, TriggerFunction)
 	if qerr != nil {
 		return qerr
@@ -271,8 +202,7 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	case !errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("looking up trigger %s: %w", TriggerName, err)
 	}
-	create := fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT ON %s REFERENCING NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION %s.%s();",
-		q[2], table, transitionTable, q[4], q[5])
+	create := createTriggerSQL(q[2], table, q[4], q[5])
 	_, err = l.pool.Exec(ctx, strings.TrimSuffix(create, ";"))
 	switch {
 	case err == nil:
@@ -289,8 +219,7 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	if qerr != nil {
 		return qerr
 	}
-	if _, gerr := l.pool.Exec(ctx, `GRANT USAGE ON SCHEMA `+pgx.Identifier{l.cfg.Schema}.Sanitize()+` TO `+qo[0]+`;
-		GRANT EXECUTE ON FUNCTION `+fn+`() TO `+qo[0]); gerr != nil {
+	if _, gerr := l.pool.Exec(ctx, grantTriggerFunctionSQL(l.cfg.Schema, fn, qo[0])); gerr != nil {
 		l.log.Warn("granting the table owner access to the trigger function", "owner", owner, "error", gerr)
 	}
 	return &PreflightError{Kind: ErrNoTrigger,
@@ -342,7 +271,7 @@ func (l *Listen) listenSession(ctx context.Context) (connected bool, err error) 
 		return false, fmt.Errorf("connecting to listen: %w", err)
 	}
 	defer closeConn(conn)
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.cfg.Channel}.Sanitize()).ReadAll(); err != nil {
+	if _, err := conn.Exec(ctx, listenSQL(l.cfg.Channel)).ReadAll(); err != nil {
 		return false, fmt.Errorf("listening on %s: %w", l.cfg.Channel, err)
 	}
 	l.st.setRole(RoleListening)

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	kwsql "github.com/keyworker/keyworker/sql"
@@ -20,19 +18,16 @@ import (
 // them off to the Enqueuer. See the package documentation for the flow and
 // the exactly-once argument. Its methods are safe for concurrent use.
 type Logical struct {
-	cfg             Config
-	log             *slog.Logger
-	checkpointTable string
-	st              tracker
+	cfg   Config
+	log   *slog.Logger
+	ckSQL checkpointSQL
+	st    tracker
 
-	mu      sync.Mutex
-	started bool
-	stopped bool
-	cancel  context.CancelFunc
-	done    chan struct{}
-	pool    *pgxpool.Pool
-	ownPool bool
-	facts   serverFacts
+	lc lifecycle
+	// pool and facts are set by Start before the background work starts,
+	// and only read after.
+	pool  *pgxpool.Pool
+	facts serverFacts
 
 	// afterCommit, when set (by tests), runs after each hand-off commits
 	// and before its position is published; returning true simulates a
@@ -54,11 +49,12 @@ func NewLogical(cfg Config) (*Logical, error) {
 		return nil, err
 	}
 	l := &Logical{
-		cfg:             cfg,
-		log:             cfg.Logger.With("component", "listener", "mode", "logical", "slot", cfg.SlotName),
-		checkpointTable: pgx.Identifier{cfg.Schema, "replication_checkpoints"}.Sanitize(),
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "listener", "mode", "logical", "slot", cfg.SlotName),
+		ckSQL: newCheckpointSQL(cfg.Schema),
 	}
 	l.st.s = Status{Mode: "logical", Role: RoleIdle, Slot: cfg.SlotName, Publication: cfg.PublicationName}
+	l.lc = lifecycle{what: "logical listener", st: &l.st}
 	return l, nil
 }
 
@@ -68,35 +64,40 @@ func NewLogical(cfg Config) (*Logical, error) {
 // streams in background goroutines until Stop is called or ctx ends. It
 // returns a *PreflightError (matching one of the Err* sentinels) when a
 // precondition fails. Errors after Start are retried with backoff and
-// reported through Status.
+// reported through Status. A Stop while Start runs cancels it: Start then
+// returns an error.
 func (l *Logical) Start(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.started || l.stopped {
-		return errors.New("starting the logical listener: it was already started or stopped")
+	ctx, err := l.lc.begin(ctx)
+	if err != nil {
+		return err
 	}
+	start, err := l.prepare(ctx)
+	if err != nil {
+		return l.lc.abort(err)
+	}
+	if err := l.lc.launch(l.run); err != nil {
+		return err
+	}
+	l.log.Info("logical listener started", "publication", l.cfg.PublicationName, "table", l.cfg.Table.String(), "checkpoint", start.checkpoint.String())
+	return nil
+}
+
+// prepare is Start's work before streaming: the preflight, the slot and
+// retiring listen mode's outbox. It runs without any lock held.
+func (l *Logical) prepare(ctx context.Context) (slotStart, error) {
 	if err := CheckDirect(l.cfg.ConnString, ModeLogical); err != nil {
-		return err
+		return slotStart{}, err
 	}
-	l.pool = l.cfg.Pool
-	if l.pool == nil {
-		pool, err := pgxpool.New(ctx, l.cfg.ConnString)
-		if err != nil {
-			return fmt.Errorf("opening a pool: %w", err)
-		}
-		l.pool, l.ownPool = pool, true
+	pool, err := l.lc.openPool(ctx, l.cfg)
+	if err != nil {
+		return slotStart{}, err
 	}
-	fail := func(err error) error {
-		if l.ownPool {
-			l.pool.Close()
-		}
-		return err
-	}
+	l.pool = pool
 	if err := l.pool.Ping(ctx); err != nil {
-		return fail(fmt.Errorf("connecting to the database: %w", err))
+		return slotStart{}, fmt.Errorf("connecting to the database: %w", err)
 	}
 	if err := l.preflight(ctx); err != nil {
-		return fail(err)
+		return slotStart{}, err
 	}
 	if timeout := time.Duration(l.facts.walSenderTimeout) * time.Millisecond; timeout > 0 && l.cfg.StatusInterval > timeout/3 {
 		// The server drops a client silent for wal_sender_timeout.
@@ -104,64 +105,32 @@ func (l *Logical) Start(ctx context.Context) error {
 	}
 	start, err := l.ensureSlot(ctx)
 	if err != nil {
-		return fail(err)
+		return slotStart{}, err
 	}
 	l.st.update(func(s *Status) { s.Checkpoint = start.checkpoint; s.Confirmed = start.confirmed })
 	// The slot exists: every signup from here on reaches the stream, so
 	// listen mode's outbox (if an earlier run used it) can be emptied.
 	if err := retireOutbox(ctx, l.pool, l.cfg, l.log); err != nil {
-		return fail(err)
+		return slotStart{}, err
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	l.cancel = cancel
-	l.done = make(chan struct{})
-	l.started = true
-	go l.run(runCtx)
-	l.log.Info("logical listener started", "publication", l.cfg.PublicationName, "table", l.cfg.Table.String(), "checkpoint", start.checkpoint.String())
-	return nil
+	return start, nil
 }
 
 // Stop stops streaming: the hand-off in flight finishes (within
 // HandOffTimeout), the last committed position is acknowledged to the
 // server, and the connections close. It is idempotent and safe to call
-// before Start.
-func (l *Logical) Stop() {
-	l.mu.Lock()
-	if l.stopped {
-		l.mu.Unlock()
-		return
-	}
-	l.stopped = true
-	started := l.started
-	l.mu.Unlock()
-	if started {
-		l.cancel()
-		<-l.done
-		if l.ownPool {
-			l.pool.Close()
-		}
-	}
-	l.st.update(func(s *Status) { s.Role = RoleStopped })
-}
+// before Start and while Start runs.
+func (l *Logical) Stop() { l.lc.stop() }
 
 // Run is Start, then waiting for ctx to end, then Stop. It returns Start's
 // error, or nil.
-func (l *Logical) Run(ctx context.Context) error {
-	if err := l.Start(ctx); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	l.Stop()
-	return nil
-}
+func (l *Logical) Run(ctx context.Context) error { return runSource(ctx, l) }
 
 // Status returns a snapshot. It is cheap and safe to call at any time.
 func (l *Logical) Status() Status { return l.st.snapshot() }
 
 // run keeps a session going until ctx ends.
 func (l *Logical) run(ctx context.Context) {
-	defer close(l.done)
-	defer l.st.setRole(RoleStopped)
 	bo := newBackoff(l.cfg.BackoffMin, l.cfg.BackoffMax)
 	standby := false
 	for {

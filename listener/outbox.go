@@ -31,16 +31,6 @@ func outboxLockKey(name string) int64 {
 	return int64(h.Sum64())
 }
 
-// outboxTakeSQL deletes up to $1 rows of the outbox and returns them. Rows
-// another transaction has taken are skipped, so replicas share the outbox
-// without waiting for each other.
-func outboxTakeSQL(schema string) string {
-	t := pgx.Identifier{schema, OutboxTable}.Sanitize()
-	return `DELETE FROM ` + t + ` o
-		 WHERE o.ctid = ANY (ARRAY(SELECT x.ctid FROM ` + t + ` x LIMIT $1 FOR UPDATE SKIP LOCKED))
-		RETURNING o.user_id::text, o.queued_at`
-}
-
 // outboxDrain takes rows from the outbox and enqueues their signups in
 // the same transaction, batch rows at a time, until the outbox has fewer
 // left. It returns how many signups it handed off.
@@ -120,44 +110,29 @@ func (d *outboxDrain) once(ctx context.Context) (int, error) {
 // of one function fail one of them with "tuple concurrently updated".
 func replaceFunction(ctx context.Context, pool *pgxpool.Pool, fn, body string) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_catalog.pg_advisory_xact_lock($1)`, outboxLockKey(fn)); err != nil {
+		if _, err := tx.Exec(ctx, advisoryXactLockSQL, outboxLockKey(fn)); err != nil {
 			return fmt.Errorf("waiting to replace %s: %w", fn, err)
 		}
 		var current *string
 		var definer bool
-		err := tx.QueryRow(ctx, `SELECT p.prosrc, p.prosecdef FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($1)`, fn+"()").Scan(&current, &definer)
+		err := tx.QueryRow(ctx, functionSQL, fn+"()").Scan(&current, &definer)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("looking up %s: %w", fn, err)
 		}
 		if current != nil && *current == body && definer {
 			return nil
 		}
-		// The tag is uppercase: every name in body is lowercase (identRe),
-		// so none can close it.
-		if _, err := tx.Exec(ctx, `CREATE OR REPLACE FUNCTION `+fn+`() RETURNS trigger
-			LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $KW$`+body+`$KW$`); err != nil {
+		if _, err := tx.Exec(ctx, replaceFunctionSQL(fn, body)); err != nil {
 			return fmt.Errorf("creating %s: %w", fn, err)
 		}
 		// Trigger functions cannot be called directly, but nobody else needs
 		// EXECUTE on it: the trigger's creator only needs it when creating.
-		if _, err := tx.Exec(ctx, `REVOKE ALL ON FUNCTION `+fn+`() FROM PUBLIC`); err != nil {
+		if _, err := tx.Exec(ctx, revokeFunctionSQL(fn)); err != nil {
 			return fmt.Errorf("revoking PUBLIC's EXECUTE on %s: %w", fn, err)
 		}
 		return nil
 	})
 }
-
-// retiredBody is the trigger function while logical mode reads signups:
-// the trigger may outlive listen mode (only the users table's owner may
-// drop it, and on hosted Supabase that is not keyworker's role), so the
-// function keyworker owns stops writing the outbox instead.
-const retiredBody = `
-BEGIN
-	-- keyworker reads signups by logical replication now; listen mode
-	-- writes the outbox again when it starts.
-	RETURN NULL;
-END
-`
 
 // retireOutbox, in logical mode, makes listen mode's trigger function (if
 // it exists) a no-op and hands off what its outbox holds, so a switch from
@@ -168,8 +143,7 @@ func retireOutbox(ctx context.Context, pool *pgxpool.Pool, cfg Config, log *slog
 	// Only the roles that own them may change them; a worker that does not
 	// (not the role that ran `worker migrate`) leaves them to one that does.
 	var fnOwned, outboxUsable *bool
-	if err := pool.QueryRow(ctx, `SELECT (SELECT pg_has_role(p.proowner, 'USAGE') FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($1)),
-		       (SELECT has_table_privilege(to_regclass($2), 'SELECT') AND has_table_privilege(to_regclass($2), 'DELETE'))`, fn+"()", outbox).Scan(&fnOwned, &outboxUsable); err != nil {
+	if err := pool.QueryRow(ctx, outboxAccessSQL, fn+"()", outbox).Scan(&fnOwned, &outboxUsable); err != nil {
 		return fmt.Errorf("looking up listen mode's trigger function and outbox: %w", err)
 	}
 	if fnOwned != nil && *fnOwned {
@@ -198,7 +172,7 @@ func retireOutbox(ctx context.Context, pool *pgxpool.Pool, cfg Config, log *slog
 // both capture every signup, which is safe but twice the work.
 func dropIdleSlot(ctx context.Context, pool *pgxpool.Pool, slot string, log *slog.Logger) {
 	var active bool
-	err := pool.QueryRow(ctx, `SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND database = current_database()`, slot).Scan(&active)
+	err := pool.QueryRow(ctx, slotActiveSQL, slot).Scan(&active)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return
@@ -208,7 +182,7 @@ func dropIdleSlot(ctx context.Context, pool *pgxpool.Pool, slot string, log *slo
 		log.Warn("a worker in logical mode streams from the slot while this one runs listen mode: both hand off every signup (safe, twice the work); run all replicas in one mode",
 			"slot", slot)
 	default:
-		if _, err := pool.Exec(ctx, `SELECT pg_catalog.pg_drop_replication_slot($1)`, slot); err != nil {
+		if _, err := pool.Exec(ctx, dropSlotSQL, slot); err != nil {
 			log.Warn("logical mode's replication slot is unused and keeps WAL from being removed; drop it (SELECT pg_drop_replication_slot(...)) or start logical mode again",
 				"slot", slot, "error", err)
 			return

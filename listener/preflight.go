@@ -109,7 +109,7 @@ func poolerError(p pooler, mode string, cause error) error {
 // operators.
 func quoteIdents(ctx context.Context, db queryer, names ...string) ([]string, error) {
 	var out []string
-	err := db.QueryRow(ctx, `SELECT array_agg(quote_ident(n) ORDER BY i) FROM unnest($1::text[]) WITH ORDINALITY AS t(n, i)`, names).Scan(&out)
+	err := db.QueryRow(ctx, quoteIdentsSQL, names).Scan(&out)
 	if err != nil {
 		return nil, fmt.Errorf("quoting names: %w", err)
 	}
@@ -138,17 +138,7 @@ type serverFacts struct {
 
 func readServerFacts(ctx context.Context, db queryer) (serverFacts, error) {
 	var f serverFacts
-	err := db.QueryRow(ctx, `
-		SELECT current_setting('server_version_num')::int,
-		       current_setting('wal_level'),
-		       current_user::text, current_database()::text,
-		       r.rolreplication, r.rolsuper,
-		       current_setting('max_replication_slots')::int,
-		       (SELECT count(*) FROM pg_catalog.pg_replication_slots)::int,
-		       current_setting('max_wal_senders')::int,
-		       (SELECT count(*) FROM pg_catalog.pg_stat_get_wal_senders())::int,
-		       (SELECT setting::int FROM pg_catalog.pg_settings WHERE name = 'wal_sender_timeout')
-		  FROM pg_catalog.pg_roles r WHERE r.rolname = current_user`).Scan(
+	err := db.QueryRow(ctx, serverFactsSQL).Scan(
 		&f.version, &f.walLevel, &f.user, &f.database, &f.replication, &f.superuser,
 		&f.maxSlots, &f.usedSlots, &f.maxSenders, &f.usedSenders, &f.walSenderTimeout)
 	if err != nil {
@@ -239,12 +229,7 @@ func (l *Logical) preflight(ctx context.Context) error {
 func checkMigrated(ctx context.Context, db queryer, schema, table, privs string) error {
 	qualified := pgx.Identifier{schema, table}.Sanitize()
 	var exists, allowed, hidden bool
-	err := db.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL,
-		to_regclass($1) IS NOT NULL AND (SELECT bool_and(has_table_privilege(to_regclass($1), trim(p)))
-		                                   FROM unnest(string_to_array($2, ',')) AS p),
-		coalesce((SELECT c.relrowsecurity AND NOT pg_has_role(c.relowner, 'USAGE')
-		                 AND NOT (SELECT r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
-		            FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)), false)`, qualified, privs).Scan(&exists, &allowed, &hidden)
+	err := db.QueryRow(ctx, checkMigratedSQL, qualified, privs).Scan(&exists, &allowed, &hidden)
 	if err != nil {
 		if kwsql.SQLState(err) == pgerrcode.InsufficientPrivilege {
 			return &PreflightError{Kind: ErrNoPrivilege, Detail: fmt.Sprintf("this role may not use schema %s", schema),
@@ -327,10 +312,7 @@ type publishedRel struct {
 
 func (l *Logical) readPublication(ctx context.Context) (*publicationState, error) {
 	p := &publicationState{}
-	err := l.pool.QueryRow(ctx, `
-		SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.puballtables,
-		       EXISTS (SELECT FROM pg_catalog.pg_publication_namespace pn WHERE pn.pnpubid = p.oid)
-		  FROM pg_catalog.pg_publication p WHERE p.pubname = $1`, l.cfg.PublicationName).Scan(
+	err := l.pool.QueryRow(ctx, publicationSQL, l.cfg.PublicationName).Scan(
 		&p.insert, &p.update, &p.del, &p.truncate, &p.allTables, &p.schemas)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
@@ -338,16 +320,7 @@ func (l *Logical) readPublication(ctx context.Context) (*publicationState, error
 	if err != nil {
 		return nil, fmt.Errorf("reading publication %s: %w", l.cfg.PublicationName, err)
 	}
-	rows, err := l.pool.Query(ctx, `
-		SELECT n.nspname::text, c.relname::text, pr.prattrs IS NULL, pr.prqual IS NOT NULL,
-		       coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
-		                  WHERE a.attrelid = c.oid AND a.attnum = ANY (pr.prattrs::int2[])), '{}')
-		  FROM pg_catalog.pg_publication_rel pr
-		  JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
-		  JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
-		  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		 WHERE p.pubname = $1
-		 ORDER BY 1, 2`, l.cfg.PublicationName)
+	rows, err := l.pool.Query(ctx, publicationTablesSQL, l.cfg.PublicationName)
 	if err != nil {
 		return nil, fmt.Errorf("reading the tables of publication %s: %w", l.cfg.PublicationName, err)
 	}
@@ -451,8 +424,7 @@ func (l *Logical) ensurePublication(ctx context.Context) error {
 				Statements: []string{fmt.Sprintf("DROP PUBLICATION %s;", q[0]), stmt}}
 		}
 		var mayPublish bool
-		if err := l.pool.QueryRow(ctx, `SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)`,
-			t.Ident()).Scan(&mayPublish); err != nil {
+		if err := l.pool.QueryRow(ctx, mayPublishSQL, t.Ident()).Scan(&mayPublish); err != nil {
 			return fmt.Errorf("checking who owns %s: %w", t, err)
 		}
 		notPublishable := func(cause error) error {
@@ -493,11 +465,9 @@ func (l *Logical) publicationStatement(ctx context.Context) (stmt, owner string,
 	if err != nil {
 		return "", "", err
 	}
-	if err := l.pool.QueryRow(ctx, `SELECT pg_get_userbyid(c.relowner)::text FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)`,
-		t.Ident()).Scan(&owner); err != nil {
+	if err := l.pool.QueryRow(ctx, tableOwnerSQL, t.Ident()).Scan(&owner); err != nil {
 		return "", "", fmt.Errorf("looking up the owner of %s: %w", t, err)
 	}
-	stmt = fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s.%s (%s) WITH (publish = 'insert');",
-		q[0], q[1], q[2], strings.Join(q[3:], ", "))
+	stmt = createPublicationSQL(q[0], q[1], q[2], q[3:])
 	return stmt, owner, nil
 }

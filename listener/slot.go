@@ -23,10 +23,7 @@ type slotInfo struct {
 func (l *Logical) querySlot(ctx context.Context) (*slotInfo, error) {
 	var s slotInfo
 	var confirmed string
-	err := l.pool.QueryRow(ctx, `
-		SELECT coalesce(database::text, ''), coalesce(plugin::text, ''), slot_type, coalesce(wal_status, ''),
-		       active, coalesce(active_pid, 0), coalesce(confirmed_flush_lsn, '0/0')::text
-		  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, l.cfg.SlotName).Scan(
+	err := l.pool.QueryRow(ctx, slotSQL, l.cfg.SlotName).Scan(
 		&s.database, &s.plugin, &s.slotType, &s.walStatus, &s.active, &s.activePID, &confirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
@@ -54,7 +51,7 @@ func (l *Logical) checkSlotOwnership(s *slotInfo) error {
 // exists.
 func (l *Logical) readCheckpoint(ctx context.Context, db queryer) (pglogrepl.LSN, bool, error) {
 	var text string
-	err := db.QueryRow(ctx, `SELECT lsn::text FROM `+l.checkpointTable+` WHERE slot_name = $1`, l.cfg.SlotName).Scan(&text)
+	err := db.QueryRow(ctx, l.ckSQL.read, l.cfg.SlotName).Scan(&text)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, false, nil
 	}
@@ -107,8 +104,7 @@ func (l *Logical) ensureSlot(ctx context.Context) (slotStart, error) {
 		}
 		// Only while it is still the lost one: another replica may have
 		// replaced it a moment ago.
-		if _, err := l.pool.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
-			WHERE slot_name = $1 AND wal_status = 'lost'`, l.cfg.SlotName); err != nil && kwsql.SQLState(err) != pgerrcode.UndefinedObject {
+		if _, err := l.pool.Exec(ctx, dropLostSlotSQL, l.cfg.SlotName); err != nil && kwsql.SQLState(err) != pgerrcode.UndefinedObject {
 			return slotStart{}, fmt.Errorf("dropping invalidated replication slot %s: %w", l.cfg.SlotName, err)
 		}
 		slot = nil
@@ -166,8 +162,7 @@ func (l *Logical) ensureSlot(ctx context.Context) (slotStart, error) {
 
 // owe records that a reconcile is owed by setting the checkpoint to 0/0.
 func (l *Logical) owe(ctx context.Context) error {
-	_, err := l.pool.Exec(ctx, `INSERT INTO `+l.checkpointTable+` AS c (slot_name, lsn) VALUES ($1, '0/0')
-		ON CONFLICT (slot_name) DO UPDATE SET lsn = '0/0', updated_at = now()`, l.cfg.SlotName)
+	_, err := l.pool.Exec(ctx, l.ckSQL.owe, l.cfg.SlotName)
 	if err != nil {
 		return fmt.Errorf("marking the checkpoint of slot %s for a reconcile: %w", l.cfg.SlotName, err)
 	}
@@ -180,9 +175,7 @@ func (l *Logical) owe(ctx context.Context) error {
 func (l *Logical) reconcile(ctx context.Context, reason string, at pglogrepl.LSN) error {
 	paid := false
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO `+l.checkpointTable+` AS c (slot_name, lsn) VALUES ($1, $2::pg_lsn)
-			ON CONFLICT (slot_name) DO UPDATE SET lsn = EXCLUDED.lsn, updated_at = now() WHERE c.lsn = '0/0'`,
-			l.cfg.SlotName, at.String())
+		tag, err := tx.Exec(ctx, l.ckSQL.pay, l.cfg.SlotName, at.String())
 		if err != nil {
 			return fmt.Errorf("moving the checkpoint to the new slot: %w", err)
 		}
@@ -209,7 +202,7 @@ func (l *Logical) reconcile(ctx context.Context, reason string, at pglogrepl.LSN
 // already exists (another replica made it).
 func (l *Logical) createSlot(ctx context.Context) (bool, error) {
 	var lsn string
-	err := l.pool.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, l.cfg.SlotName).Scan(&lsn)
+	err := l.pool.QueryRow(ctx, createSlotSQL, l.cfg.SlotName).Scan(&lsn)
 	switch kwsql.SQLState(err) {
 	case "":
 		if err != nil {
