@@ -35,54 +35,23 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/keyworker/keyworker/accesstoken"
 	"github.com/keyworker/keyworker/daemon"
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keys"
-	"github.com/keyworker/keyworker/pgtemp"
 	"github.com/keyworker/keyworker/server"
-	kwsql "github.com/keyworker/keyworker/sql"
 )
 
 // Every test database is a copy of a template that already has the Supabase
 // shape and keyworker's migrations, so a daemon's own migration step is a
 // no-op and each test pays only for CREATE DATABASE.
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: func(ctx context.Context, url string) error {
-	_, err := kwsql.MigrateURL(ctx, url, kwsql.Config{})
-	return err
-}})
+var harness = testenv.NewHarness(testenv.HarnessConfig{Prepare: testenv.Migrate})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 
 const schema = "keyworker"
-
-// fastRetry retries failed jobs after 100ms, so retries take a test
-// milliseconds instead of River's attempt^4 seconds.
-type fastRetry struct{}
-
-func (fastRetry) NextRetry(*rivertype.JobRow) time.Time {
-	return time.Now().Add(100 * time.Millisecond)
-}
-
-// logBuffer collects the daemon's JSON log lines from many goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // fixture is one test's database, secrets and log capture.
 type fixture struct {
@@ -92,7 +61,7 @@ type fixture struct {
 	slot       string
 	jwtSecret  []byte
 	sealingKey []byte
-	logs       *logBuffer
+	logs       *testenv.LogBuffer
 	logger     *slog.Logger
 }
 
@@ -106,7 +75,7 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	logs := &logBuffer{}
+	logs := &testenv.LogBuffer{}
 	return &fixture{
 		t:   t,
 		url: url,
@@ -141,7 +110,7 @@ func (f *fixture) config(mode string) daemon.Config {
 		Tokens:            accesstoken.Config{JWTSecret: f.jwtSecret},
 		HTTP:              server.Config{Addr: "127.0.0.1:0", RevealPerAddr: 1000, RevealPerUser: 100},
 		PollInterval:      time.Second,
-		RetryPolicy:       fastRetry{},
+		RetryPolicy:       testenv.FastRetry{},
 		FetchPollInterval: 50 * time.Millisecond,
 		FetchCooldown:     10 * time.Millisecond,
 		ShutdownTimeout:   5 * time.Second,

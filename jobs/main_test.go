@@ -1,7 +1,6 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -26,55 +25,25 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
 	"github.com/keyworker/keyworker/listener"
 	"github.com/keyworker/keyworker/notify"
-	"github.com/keyworker/keyworker/pgtemp"
-	kwsql "github.com/keyworker/keyworker/sql"
 )
 
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: func(ctx context.Context, url string) error {
-	_, err := kwsql.MigrateURL(ctx, url, kwsql.Config{})
-	return err
-}})
+var harness = testenv.NewHarness(testenv.HarnessConfig{Prepare: testenv.Migrate})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 
 const revealURL = "https://app.example.com/v1/keys/reveal"
 
-// fastRetry retries failed jobs after 100ms, so tests of retries take
-// seconds, not River's attempt^4 seconds.
-type fastRetry struct{}
-
-func (fastRetry) NextRetry(*rivertype.JobRow) time.Time {
-	return time.Now().Add(100 * time.Millisecond)
-}
-
-// logBuffer collects JSON log lines from several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type fixture struct {
 	db     *pgxpool.Pool
 	store  *keystore.Store
 	client *jobs.Client
-	logs   *logBuffer
+	logs   *testenv.LogBuffer
 	logger *slog.Logger
 }
 
@@ -99,12 +68,12 @@ func setup(t *testing.T, edit func(*jobs.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := jobs.Config{
 		Store:             store,
 		RevealURL:         revealURL,
-		RetryPolicy:       fastRetry{},
+		RetryPolicy:       testenv.FastRetry{},
 		FetchPollInterval: 50 * time.Millisecond,
 		FetchCooldown:     10 * time.Millisecond,
 		JobTimeout:        10 * time.Second,

@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,18 +9,18 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/pgtemp"
 	kwsql "github.com/keyworker/keyworker/sql"
 )
 
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: prepare})
+var harness = testenv.NewHarness(testenv.HarnessConfig{Prepare: prepare})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 
@@ -132,24 +131,7 @@ type env struct {
 	t    *testing.T
 	url  string
 	pool *pgxpool.Pool
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testenv.LogBuffer
 }
 
 // setup gives the test its own migrated database on the shared server.
@@ -165,7 +147,7 @@ func newEnv(t *testing.T, url string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	return &env{t: t, url: url, pool: pool, logs: &syncBuffer{}}
+	return &env{t: t, url: url, pool: pool, logs: &testenv.LogBuffer{}}
 }
 
 // config is a logical/listen config for this test, with short backoffs.
