@@ -128,7 +128,7 @@ func (e testEnqueuer) EnqueueReconcileTx(ctx context.Context, tx pgx.Tx, reason 
 
 // env is one test's database.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	url  string
 	pool *pgxpool.Pool
 	logs *testenv.LogBuffer
@@ -140,7 +140,7 @@ func setup(t *testing.T) *env {
 	return newEnv(t, harness.Database(t))
 }
 
-func newEnv(t *testing.T, url string) *env {
+func newEnv(t testing.TB, url string) *env {
 	t.Helper()
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
@@ -225,7 +225,7 @@ func (e *env) permanentUsers() int {
 }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -290,7 +290,7 @@ func (e *env) checkpoint(slot string) string {
 }
 
 // start makes and starts a Logical, stopped when the test ends.
-func start(t *testing.T, cfg Config) *Logical {
+func start(t testing.TB, cfg Config) *Logical {
 	t.Helper()
 	l, err := NewLogical(cfg)
 	if err != nil {
@@ -330,7 +330,7 @@ func (e *env) ensureRole(name, attrs string) {
 
 // dedicatedServer starts a server of the test's own (for restarts and
 // settings the shared one must not have) with one prepared database.
-func dedicatedServer(t *testing.T, settings map[string]string, migrate bool) (*pgtemp.Server, string) {
+func dedicatedServer(t testing.TB, settings map[string]string, migrate bool) (*pgtemp.Server, string) {
 	t.Helper()
 	ctx := context.Background()
 	srv, err := pgtemp.Start(ctx, pgtemp.Config{Settings: settings})
