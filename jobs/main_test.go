@@ -2,9 +2,7 @@ package jobs_test
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -13,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -286,8 +283,8 @@ func (h *hookServer) serve(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	h.n++
 	n := h.n
-	if problem := h.checkSignature(r.Header, body); problem != "" {
-		h.badSigs = append(h.badSigs, problem)
+	if err := testenv.CheckWebhookSignature(h.secret, r.Header, body, 5*time.Minute); err != nil {
+		h.badSigs = append(h.badSigs, err.Error())
 	}
 	h.requests = append(h.requests, hookRequest{id: r.Header.Get("webhook-id"), body: body})
 	h.mu.Unlock()
@@ -296,30 +293,6 @@ func (h *hookServer) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.answer(n, w, r)
-}
-
-// checkSignature verifies a Standard Webhooks signature: HMAC-SHA256 with
-// the secret's base64-decoded bytes over "id.timestamp.body".
-func (h *hookServer) checkSignature(hdr http.Header, body []byte) string {
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(h.secret, "whsec_"))
-	if err != nil {
-		return "bad test secret"
-	}
-	id, ts := hdr.Get("webhook-id"), hdr.Get("webhook-timestamp")
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || time.Since(time.Unix(sec, 0)).Abs() > 5*time.Minute {
-		return "bad timestamp " + ts
-	}
-	mac := hmac.New(sha256.New, key)
-	fmt.Fprintf(mac, "%s.%s.", id, ts)
-	mac.Write(body)
-	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	for _, sig := range strings.Fields(hdr.Get("webhook-signature")) {
-		if hmac.Equal([]byte(sig), []byte(want)) {
-			return ""
-		}
-	}
-	return "no matching signature for " + id
 }
 
 func (h *hookServer) snapshot() ([]hookRequest, []string) {
