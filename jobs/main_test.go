@@ -171,14 +171,8 @@ func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string))
 	}
 }
 
-func count(t *testing.T, db *pgxpool.Pool, q string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := db.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return n
-}
+// count is testenv.Count: a SELECT count(*) style query's result.
+var count = testenv.Count
 
 // waitJobs waits until n jobs of kind are in state.
 func (f *fixture) waitJobs(t *testing.T, kind string, state rivertype.JobState, n int, timeout time.Duration) {

@@ -145,11 +145,5 @@ func (f *fixture) events(t *testing.T, keyID string) []string {
 	return out
 }
 
-func count(t *testing.T, db *pgxpool.Pool, q string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := db.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return n
-}
+// count is testenv.Count: a SELECT count(*) style query's result.
+var count = testenv.Count

@@ -261,7 +261,7 @@ func BenchmarkListenCatchUp(b *testing.B) {
 	const backlog = 100_000
 	cfg := e.config("")
 	cfg.Enqueuer = newRiverEnqueuer(b, e.pool)
-	runListen(b, cfg).Stop() // installs the outbox
+	startListen(b, cfg).Stop() // installs the outbox
 	var signups uint64
 	var elapsed time.Duration
 	b.ResetTimer()
@@ -280,18 +280,4 @@ func BenchmarkListenCatchUp(b *testing.B) {
 		b.Logf("listen catch-up: %d signups in %s = %.0f signups/s", n, took.Round(time.Millisecond), float64(n)/took.Seconds())
 	}
 	b.ReportMetric(float64(signups)/elapsed.Seconds(), "signups/s")
-}
-
-// runListen makes and starts a Listen, stopped when the benchmark ends.
-func runListen(b *testing.B, cfg Config) *Listen {
-	b.Helper()
-	l, err := NewListen(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := l.Start(context.Background()); err != nil {
-		b.Fatalf("starting: %v", err)
-	}
-	b.Cleanup(l.Stop)
-	return l
 }
