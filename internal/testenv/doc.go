@@ -6,7 +6,10 @@
 //     database per test, copied from a template that already has the
 //     Supabase shape and, with Migrate as its Prepare step, keyworker's
 //     migrations;
-//   - SetupHostedRole and ScanForSecrets, database helpers only tests use;
+//   - SetupHostedRole, ScanForSecrets and Count, database helpers only tests
+//     use;
+//   - CheckWebhookSignature, a Standard Webhooks check that shares no code
+//     with package notify;
 //   - FastRetry, a River retry policy that retries after 100ms;
 //   - LogBuffer, a log destination safe for concurrent writes and reads;
 //   - Need and NeedTool, which skip a test whose tool is missing on a
