@@ -15,11 +15,11 @@ import (
 
 	"github.com/keyworker/keyworker/accesstoken"
 	"github.com/keyworker/keyworker/daemon"
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/listener"
 	"github.com/keyworker/keyworker/notify"
-	"github.com/keyworker/keyworker/pgtemp"
 	"github.com/keyworker/keyworker/server"
 )
 
@@ -255,7 +255,7 @@ func testFullFlow(t *testing.T, mode string) {
 	}
 	scanCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	hits, err := pgtemp.ScanForSecrets(scanCtx, f.db, needles)
+	hits, err := testenv.ScanForSecrets(scanCtx, f.db, needles)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func testFullFlow(t *testing.T, mode string) {
 	for _, u := range regular {
 		ids = append(ids, keyIDs[u])
 	}
-	if hits, err := pgtemp.ScanForSecrets(scanCtx, f.db, ids); err != nil || !slices.Contains(hits, "keyworker.api_keys.id") {
+	if hits, err := testenv.ScanForSecrets(scanCtx, f.db, ids); err != nil || !slices.Contains(hits, "keyworker.api_keys.id") {
 		t.Errorf("scanning for key ids found %v (%v); the scan is blind", hits, err)
 	}
 

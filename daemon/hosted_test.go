@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keyworker/keyworker/daemon"
-	"github.com/keyworker/keyworker/pgtemp"
+	"github.com/keyworker/keyworker/internal/testenv"
 )
 
 // TestAutoModeAsHostedSupabasesRole: on a database shaped like hosted
@@ -30,7 +30,7 @@ func TestAutoModeAsHostedSupabasesRole(t *testing.T) {
 	}
 	t.Cleanup(db.Close)
 	f.db = db
-	hosted, err := pgtemp.SetupHostedRole(ctx, f.url, "kw_hosted_postgres")
+	hosted, err := testenv.SetupHostedRole(ctx, f.url, "kw_hosted_postgres")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -35,54 +33,23 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/keyworker/keyworker/accesstoken"
 	"github.com/keyworker/keyworker/daemon"
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keys"
-	"github.com/keyworker/keyworker/pgtemp"
 	"github.com/keyworker/keyworker/server"
-	kwsql "github.com/keyworker/keyworker/sql"
 )
 
 // Every test database is a copy of a template that already has the Supabase
 // shape and keyworker's migrations, so a daemon's own migration step is a
 // no-op and each test pays only for CREATE DATABASE.
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: func(ctx context.Context, url string) error {
-	_, err := kwsql.MigrateURL(ctx, url, kwsql.Config{})
-	return err
-}})
+var harness = testenv.NewHarness(testenv.HarnessConfig{Prepare: testenv.Migrate})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 
 const schema = "keyworker"
-
-// fastRetry retries failed jobs after 100ms, so retries take a test
-// milliseconds instead of River's attempt^4 seconds.
-type fastRetry struct{}
-
-func (fastRetry) NextRetry(*rivertype.JobRow) time.Time {
-	return time.Now().Add(100 * time.Millisecond)
-}
-
-// logBuffer collects the daemon's JSON log lines from many goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // fixture is one test's database, secrets and log capture.
 type fixture struct {
@@ -92,7 +59,7 @@ type fixture struct {
 	slot       string
 	jwtSecret  []byte
 	sealingKey []byte
-	logs       *logBuffer
+	logs       *testenv.LogBuffer
 	logger     *slog.Logger
 }
 
@@ -106,7 +73,7 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	logs := &logBuffer{}
+	logs := &testenv.LogBuffer{}
 	return &fixture{
 		t:   t,
 		url: url,
@@ -141,7 +108,7 @@ func (f *fixture) config(mode string) daemon.Config {
 		Tokens:            accesstoken.Config{JWTSecret: f.jwtSecret},
 		HTTP:              server.Config{Addr: "127.0.0.1:0", RevealPerAddr: 1000, RevealPerUser: 100},
 		PollInterval:      time.Second,
-		RetryPolicy:       fastRetry{},
+		RetryPolicy:       testenv.FastRetry{},
 		FetchPollInterval: 50 * time.Millisecond,
 		FetchCooldown:     10 * time.Millisecond,
 		ShutdownTimeout:   5 * time.Second,
@@ -477,11 +444,10 @@ type delivery struct {
 }
 
 // webhookReceiver is an httptest server that checks every request's
-// Standard Webhooks signature with its own HMAC code (not notify's) and
+// Standard Webhooks signature with the tests' own code (not notify's) and
 // answers as respond says; the default answers 200.
 type webhookReceiver struct {
 	secret string
-	key    []byte
 	srv    *httptest.Server
 	// respond answers the n-th request (1-based) for a webhook-id. It
 	// returns the status and extra headers, or hang to hold the request
@@ -499,7 +465,6 @@ func newWebhookReceiver(t *testing.T) *webhookReceiver {
 	key := randomBytes(t, 32)
 	w := &webhookReceiver{
 		secret:  "whsec_" + base64.StdEncoding.EncodeToString(key),
-		key:     key,
 		release: make(chan struct{}),
 	}
 	w.srv = httptest.NewServer(http.HandlerFunc(w.serve))
@@ -510,41 +475,13 @@ func newWebhookReceiver(t *testing.T) *webhookReceiver {
 
 func (w *webhookReceiver) setRespond(f func(n int) (int, http.Header, bool)) { w.respond.Store(&f) }
 
-// verify is the receiver's own Standard Webhooks check: HMAC-SHA256 over
-// "<webhook-id>.<webhook-timestamp>.<body>" with the secret's decoded bytes,
-// base64 in "v1,<sig>" entries of webhook-signature, timestamp within 5
-// minutes.
-func (w *webhookReceiver) verify(h http.Header, body []byte) error {
-	id, ts, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
-	if id == "" || ts == "" || sigs == "" {
-		return fmt.Errorf("missing webhook headers: id %q, timestamp %q, signature %q", id, ts, sigs)
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return fmt.Errorf("webhook-timestamp %q: %w", ts, err)
-	}
-	if d := time.Since(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
-		return fmt.Errorf("webhook-timestamp %d is %s away", sec, d)
-	}
-	m := hmac.New(sha256.New, w.key)
-	fmt.Fprintf(m, "%s.%s.", id, ts)
-	m.Write(body)
-	want := "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
-	for _, s := range strings.Fields(sigs) {
-		if hmac.Equal([]byte(s), []byte(want)) {
-			return nil
-		}
-	}
-	return fmt.Errorf("no signature in %q matches", sigs)
-}
-
 func (w *webhookReceiver) serve(rw http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	d := delivery{id: r.Header.Get("webhook-id"), body: body, header: r.Header.Clone(), at: time.Now()}
 	if err != nil {
 		d.sigErr = err
 	} else {
-		d.sigErr = w.verify(r.Header, body)
+		d.sigErr = testenv.CheckWebhookSignature(w.secret, r.Header, body, 5*time.Minute)
 	}
 	w.mu.Lock()
 	n := 1

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/pgtemp"
 )
 
@@ -21,12 +22,7 @@ import (
 // KEYWORKER_UPDATE_SCREENSHOT=1.
 func TestDashboardInARealBrowser(t *testing.T) {
 	chromium := findChromium()
-	if chromium == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("Chromium is not installed: .ci/run installs Debian's chromium package for this test")
-		}
-		t.Skip("no Chromium on this machine (apt-get install -y chromium)")
-	}
+	testenv.Need(t, chromium != "", "Chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	demoCtx, stopDemo := context.WithCancel(ctx)

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keyworker/keyworker/accesstoken"
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
@@ -113,7 +114,7 @@ func newRig(t *testing.T, mode string, p plan, rng randSource, seed uint64) *rig
 	// shaped like hosted Supabase's postgres role, in KEYWORKER_MODE=auto.
 	workerURL, workerMode := url, mode
 	if mode == "hosted" {
-		if workerURL, err = pgtemp.SetupHostedRole(ctx, url, "kw_hosted_postgres"); err != nil {
+		if workerURL, err = testenv.SetupHostedRole(ctx, url, "kw_hosted_postgres"); err != nil {
 			t.Fatal(err)
 		}
 		workerMode = "auto"
@@ -530,7 +531,7 @@ func (r *rig) revealAndScan(ctx context.Context, name string, final bool, res *p
 	}
 	res.reveal = time.Since(start)
 	start = time.Now()
-	hits, err := pgtemp.ScanForSecrets(ctx, r.pool, needles)
+	hits, err := testenv.ScanForSecrets(ctx, r.pool, needles)
 	if err != nil {
 		r.t.Fatalf("%s: scanning the database: %v", name, err)
 	}

@@ -88,7 +88,7 @@
 //     checking that a second pick-up finds nothing; more through the key
 //     store with the worker's sealing key; every key left in the final
 //     check) and looks for each key's 43-character secret, which a full
-//     key contains: with pgtemp.ScanForSecrets over every column of every
+//     key contains: with testenv.ScanForSecrets over every column of every
 //     table for the keys picked up in that check (the final check, which
 //     picks up thousands, gives it a sample: it compares every needle with
 //     every value), and, for every key picked up so far, in a COPY of

@@ -18,10 +18,10 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keystore"
 	"github.com/keyworker/keyworker/notify"
-	"github.com/keyworker/keyworker/pgtemp"
 )
 
 const pickupTemplate = "https://app.example.com/keys/{key_id}/pickup"
@@ -309,7 +309,7 @@ func TestEachNoticeTypeOncePerKeyAndSink(t *testing.T) {
 
 	// No secret anywhere: tables (River's args, outputs and errors too),
 	// logs, notices.
-	hits, err := pgtemp.ScanForSecrets(ctx, f.db, needles)
+	hits, err := testenv.ScanForSecrets(ctx, f.db, needles)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,7 +657,7 @@ func TestOlderReplicaNeverTakesLifecycleNotices(t *testing.T) {
 		Schema:            "keyworker",
 		Queues:            map[string]river.QueueConfig{jobs.QueueNotices: {MaxWorkers: 1}},
 		Workers:           workers,
-		RetryPolicy:       fastRetry{},
+		RetryPolicy:       testenv.FastRetry{},
 		FetchPollInterval: 50 * time.Millisecond,
 		FetchCooldown:     10 * time.Millisecond,
 		Logger:            f.logger,

@@ -1,11 +1,8 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -14,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,55 +22,25 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
 	"github.com/keyworker/keyworker/notify"
-	"github.com/keyworker/keyworker/pgtemp"
-	kwsql "github.com/keyworker/keyworker/sql"
 	"github.com/keyworker/keyworker/users"
 )
 
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: func(ctx context.Context, url string) error {
-	_, err := kwsql.MigrateURL(ctx, url, kwsql.Config{})
-	return err
-}})
+var harness = testenv.NewHarness(testenv.HarnessConfig{Prepare: testenv.Migrate})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 
 const revealURL = "https://app.example.com/v1/keys/reveal"
 
-// fastRetry retries failed jobs after 100ms, so tests of retries take
-// seconds, not River's attempt^4 seconds.
-type fastRetry struct{}
-
-func (fastRetry) NextRetry(*rivertype.JobRow) time.Time {
-	return time.Now().Add(100 * time.Millisecond)
-}
-
-// logBuffer collects JSON log lines from several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type fixture struct {
 	db     *pgxpool.Pool
 	store  *keystore.Store
 	client *jobs.Client
-	logs   *logBuffer
+	logs   *testenv.LogBuffer
 	logger *slog.Logger
 }
 
@@ -99,12 +65,12 @@ func setup(t *testing.T, edit func(*jobs.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := jobs.Config{
 		Store:             store,
 		RevealURL:         revealURL,
-		RetryPolicy:       fastRetry{},
+		RetryPolicy:       testenv.FastRetry{},
 		FetchPollInterval: 50 * time.Millisecond,
 		FetchCooldown:     10 * time.Millisecond,
 		JobTimeout:        10 * time.Second,
@@ -205,14 +171,8 @@ func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string))
 	}
 }
 
-func count(t *testing.T, db *pgxpool.Pool, q string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := db.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return n
-}
+// count is testenv.Count: a SELECT count(*) style query's result.
+var count = testenv.Count
 
 // waitJobs waits until n jobs of kind are in state.
 func (f *fixture) waitJobs(t *testing.T, kind string, state rivertype.JobState, n int, timeout time.Duration) {
@@ -317,8 +277,8 @@ func (h *hookServer) serve(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	h.n++
 	n := h.n
-	if problem := h.checkSignature(r.Header, body); problem != "" {
-		h.badSigs = append(h.badSigs, problem)
+	if err := testenv.CheckWebhookSignature(h.secret, r.Header, body, 5*time.Minute); err != nil {
+		h.badSigs = append(h.badSigs, err.Error())
 	}
 	h.requests = append(h.requests, hookRequest{id: r.Header.Get("webhook-id"), body: body})
 	h.mu.Unlock()
@@ -327,30 +287,6 @@ func (h *hookServer) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.answer(n, w, r)
-}
-
-// checkSignature verifies a Standard Webhooks signature: HMAC-SHA256 with
-// the secret's base64-decoded bytes over "id.timestamp.body".
-func (h *hookServer) checkSignature(hdr http.Header, body []byte) string {
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(h.secret, "whsec_"))
-	if err != nil {
-		return "bad test secret"
-	}
-	id, ts := hdr.Get("webhook-id"), hdr.Get("webhook-timestamp")
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || time.Since(time.Unix(sec, 0)).Abs() > 5*time.Minute {
-		return "bad timestamp " + ts
-	}
-	mac := hmac.New(sha256.New, key)
-	fmt.Fprintf(mac, "%s.%s.", id, ts)
-	mac.Write(body)
-	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	for _, sig := range strings.Fields(hdr.Get("webhook-signature")) {
-		if hmac.Equal([]byte(sig), []byte(want)) {
-			return ""
-		}
-	}
-	return "no matching signature for " + id
 }
 
 func (h *hookServer) snapshot() ([]hookRequest, []string) {

@@ -16,11 +16,11 @@ import (
 
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
 	"github.com/keyworker/keyworker/notify"
-	"github.com/keyworker/keyworker/pgtemp"
 )
 
 // TestNoSecretAtRest runs the whole flow (keys, a failing then working
@@ -75,7 +75,7 @@ func TestNoSecretAtRest(t *testing.T) {
 	if _, err := f.db.Exec(ctx, `INSERT INTO scan_control.t VALUES ('x' || $1, convert_to('y' || $1, 'UTF8'), jsonb_build_object('k', $1::text), '\xdeadbeefcafe', ARRAY['a', $1::text])`, planted); err != nil {
 		t.Fatal(err)
 	}
-	hits, err := pgtemp.ScanForSecrets(ctx, f.db, []string{planted, "deadbeefcafe"})
+	hits, err := testenv.ScanForSecrets(ctx, f.db, []string{planted, "deadbeefcafe"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestNoSecretAtRest(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	hits, err = pgtemp.ScanForSecrets(ctx, f.db, needles)
+	hits, err = testenv.ScanForSecrets(ctx, f.db, needles)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,16 +11,12 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
-	"github.com/keyworker/keyworker/pgtemp"
-	kwsql "github.com/keyworker/keyworker/sql"
 )
 
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: func(ctx context.Context, url string) error {
-	_, err := kwsql.MigrateURL(ctx, url, kwsql.Config{})
-	return err
-}})
+var harness = testenv.NewHarness(testenv.HarnessConfig{Prepare: testenv.Migrate})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 
@@ -149,11 +145,5 @@ func (f *fixture) events(t *testing.T, keyID string) []string {
 	return out
 }
 
-func count(t *testing.T, db *pgxpool.Pool, q string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := db.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return n
-}
+// count is testenv.Count: a SELECT count(*) style query's result.
+var count = testenv.Count

@@ -14,9 +14,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
-	"github.com/keyworker/keyworker/pgtemp"
 )
 
 var asUser = keystore.Audit{Actor: keystore.ActorUser, Detail: map[string]any{"via": "test"}}
@@ -645,7 +645,7 @@ func TestUserKeysNeverStoreOrSayThePlaintext(t *testing.T) {
 		f.sqlVerify(t, &tok)
 	}
 
-	hits, err := pgtemp.ScanForSecrets(ctx, f.db, needles)
+	hits, err := testenv.ScanForSecrets(ctx, f.db, needles)
 	if err != nil {
 		t.Fatal(err)
 	}

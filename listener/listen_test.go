@@ -11,7 +11,20 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-func startListen(t *testing.T, cfg Config) *Listen {
+// startListen makes and starts a Listen (stopped when the test ends) and
+// waits until it listens and has emptied the outbox once.
+func startListen(t testing.TB, cfg Config) *Listen {
+	t.Helper()
+	l := runListen(t, cfg)
+	waitFor(t, 10*time.Second, "listening and the first drain done", func() bool {
+		st := l.Status()
+		return st.Role == RoleListening && st.Drains >= 1
+	})
+	return l
+}
+
+// runListen makes and starts a Listen, stopped when the test ends.
+func runListen(t testing.TB, cfg Config) *Listen {
 	t.Helper()
 	l, err := NewListen(cfg)
 	if err != nil {
@@ -21,10 +34,6 @@ func startListen(t *testing.T, cfg Config) *Listen {
 		t.Fatalf("starting: %v", err)
 	}
 	t.Cleanup(l.Stop)
-	waitFor(t, 10*time.Second, "listening and the first drain done", func() bool {
-		st := l.Status()
-		return st.Role == RoleListening && st.Drains >= 1
-	})
 	return l
 }
 

@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,19 +9,19 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/pgtemp"
 	kwsql "github.com/keyworker/keyworker/sql"
 	"github.com/keyworker/keyworker/users"
 )
 
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: prepare})
+var harness = testenv.NewHarness(testenv.HarnessConfig{Prepare: prepare})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 
@@ -130,27 +129,10 @@ func (e testEnqueuer) EnqueueReconcileTx(ctx context.Context, tx pgx.Tx, reason 
 
 // env is one test's database.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	url  string
 	pool *pgxpool.Pool
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testenv.LogBuffer
 }
 
 // setup gives the test its own migrated database on the shared server.
@@ -159,14 +141,14 @@ func setup(t *testing.T) *env {
 	return newEnv(t, harness.Database(t))
 }
 
-func newEnv(t *testing.T, url string) *env {
+func newEnv(t testing.TB, url string) *env {
 	t.Helper()
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	return &env{t: t, url: url, pool: pool, logs: &syncBuffer{}}
+	return &env{t: t, url: url, pool: pool, logs: &testenv.LogBuffer{}}
 }
 
 // config is a logical/listen config for this test, with short backoffs.
@@ -244,7 +226,7 @@ func (e *env) permanentUsers() int {
 }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -309,7 +291,7 @@ func (e *env) checkpoint(slot string) string {
 }
 
 // start makes and starts a Logical, stopped when the test ends.
-func start(t *testing.T, cfg Config) *Logical {
+func start(t testing.TB, cfg Config) *Logical {
 	t.Helper()
 	l, err := NewLogical(cfg)
 	if err != nil {
@@ -349,7 +331,7 @@ func (e *env) ensureRole(name, attrs string) {
 
 // dedicatedServer starts a server of the test's own (for restarts and
 // settings the shared one must not have) with one prepared database.
-func dedicatedServer(t *testing.T, settings map[string]string, migrate bool) (*pgtemp.Server, string) {
+func dedicatedServer(t testing.TB, settings map[string]string, migrate bool) (*pgtemp.Server, string) {
 	t.Helper()
 	ctx := context.Background()
 	srv, err := pgtemp.Start(ctx, pgtemp.Config{Settings: settings})

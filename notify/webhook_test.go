@@ -3,8 +3,6 @@ package notify_test
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -20,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/notify"
 )
 
@@ -53,7 +52,7 @@ func newReceiver(t *testing.T, secret string, respond func(w http.ResponseWriter
 			d.independent = err
 			d.library = err
 		} else {
-			d.independent = verifyIndependently(secret, r.Header, body)
+			d.independent = testenv.CheckWebhookSignature(secret, r.Header, body, time.Minute)
 			d.library = notify.VerifyWebhook(secret, r.Header, body, time.Minute, time.Now())
 		}
 		rc.mu.Lock()
@@ -71,31 +70,6 @@ func (rc *receiver) received() []delivery {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return slices.Clone(rc.deliveries)
-}
-
-// verifyIndependently checks a Standard Webhooks signature from the
-// specification, sharing no code with the package.
-func verifyIndependently(secret string, h http.Header, body []byte) error {
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
-	if err != nil {
-		return err
-	}
-	ts, err := strconv.ParseInt(h.Get("webhook-timestamp"), 10, 64)
-	if err != nil {
-		return fmt.Errorf("webhook-timestamp: %w", err)
-	}
-	if d := time.Since(time.Unix(ts, 0)); d > time.Minute || d < -time.Minute {
-		return fmt.Errorf("webhook-timestamp %d is %s away", ts, d)
-	}
-	mac := hmac.New(sha256.New, key)
-	fmt.Fprintf(mac, "%s.%s.%s", h.Get("webhook-id"), h.Get("webhook-timestamp"), body)
-	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	for _, sig := range strings.Split(h.Get("webhook-signature"), " ") {
-		if sig == want {
-			return nil
-		}
-	}
-	return fmt.Errorf("no signature in %q matches", h.Get("webhook-signature"))
 }
 
 func status(code int, header ...string) func(w http.ResponseWriter, r *http.Request) {

@@ -9,10 +9,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/pgtemp"
 )
 
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{})
+var harness = testenv.NewHarness(testenv.HarnessConfig{})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 

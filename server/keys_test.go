@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
 )
@@ -204,7 +205,7 @@ const serviceTok = "svc-0123456789abcdef0123456789abcdef"
 
 // keysServer is a server with the fake KeyService, a service token and a
 // debug logger into the returned buffer.
-func keysServer(t *testing.T, cfg Config) (http.Handler, *fakeKeys, *syncBuffer) {
+func keysServer(t *testing.T, cfg Config) (http.Handler, *fakeKeys, *testenv.LogBuffer) {
 	t.Helper()
 	f := newFakeKeys()
 	if cfg.Keys == nil {
@@ -213,7 +214,7 @@ func keysServer(t *testing.T, cfg Config) (http.Handler, *fakeKeys, *syncBuffer)
 	if cfg.VerifyTokens == nil {
 		cfg.VerifyTokens = []string{serviceTok}
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return testServer(t, cfg).Handler(), f, logs
 }

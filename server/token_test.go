@@ -1,33 +1,15 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/keyworker/keyworker/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRevealKeySetUnavailableIs503: when tokens cannot be checked at all
 // (the signing keys cannot be fetched), the caller is not told its token is
@@ -66,7 +48,7 @@ func TestRevealRejectionDetailIsLoggedNotSent(t *testing.T) {
 	t.Parallel()
 	const detail = `access token signature invalid: RS256 signature does not match key "key-1"`
 	const tok = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImtleS0xIn0.eyJzdWIiOiJ4In0.Zm9yZ2Vk"
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	h := testServer(t, Config{
 		VerifyToken: func(ctx context.Context, token string) (string, error) {
 			if token == "expired" {

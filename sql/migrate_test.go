@@ -11,13 +11,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/keyworker/keyworker/pgtemp"
+	"github.com/keyworker/keyworker/internal/testenv"
 	kwsql "github.com/keyworker/keyworker/sql"
 )
 
 // The template is migrated once; tests that test migrating itself use the
 // bare Supabase-shaped template and migrate on their own.
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{})
+var harness = testenv.NewHarness(testenv.HarnessConfig{})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgerrcode"
-	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/keys"
 	kwsql "github.com/keyworker/keyworker/sql"
 )
@@ -108,11 +108,5 @@ func TestLifecycleNoticesMigration(t *testing.T) {
 	}
 }
 
-func count(t *testing.T, p *pgxpool.Pool, q string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := p.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return n
-}
+// count is testenv.Count: a SELECT count(*) style query's result.
+var count = testenv.Count

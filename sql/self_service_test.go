@@ -8,8 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/keys"
-	"github.com/keyworker/keyworker/pgtemp"
 	kwsql "github.com/keyworker/keyworker/sql"
 )
 
@@ -24,7 +24,7 @@ func TestSelfServiceMigrationOnAnExistingDatabaseAsHostedSupabasesRole(t *testin
 	t.Parallel()
 	ctx := context.Background()
 	admin := harness.Database(t)
-	hosted, err := pgtemp.SetupHostedRole(ctx, admin, "kw_hosted_postgres")
+	hosted, err := testenv.SetupHostedRole(ctx, admin, "kw_hosted_postgres")
 	if err != nil {
 		t.Fatal(err)
 	}

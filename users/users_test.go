@@ -11,15 +11,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/keyworker/keyworker/pgtemp"
-	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/users"
 )
 
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: func(ctx context.Context, url string) error {
-	_, err := kwsql.MigrateURL(ctx, url, kwsql.Config{})
-	return err
-}})
+var harness = testenv.NewHarness(testenv.HarnessConfig{Prepare: testenv.Migrate})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keyworker/keyworker/internal/testenv"
 )
 
 // dbEnv returns the environment for commands against a fresh migrated
@@ -29,14 +31,8 @@ func dbEnv(t *testing.T) (map[string]string, *pgxpool.Pool) {
 	}, pool
 }
 
-func count(t *testing.T, pool *pgxpool.Pool, q string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := pool.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return n
-}
+// count is testenv.Count: a SELECT count(*) style query's result.
+var count = testenv.Count
 
 func TestDemoRunsEndToEndAndLeavesNothingBehind(t *testing.T) {
 	t.Parallel()

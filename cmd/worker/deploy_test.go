@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/keyworker/keyworker/internal/testenv"
 )
 
 // The deploy files are not run here (no Docker engine, no systemd as PID 1),
@@ -58,9 +60,8 @@ func TestDeployFilesNameOnlyRealSettings(t *testing.T) {
 
 func TestDeployYAMLParses(t *testing.T) {
 	t.Parallel()
-	if exec.Command("python3", "-c", "import yaml").Run() != nil {
-		t.Skip("python3 with PyYAML is not installed (apt-get install -y python3-yaml)")
-	}
+	testenv.Need(t, exec.Command("python3", "-c", "import yaml").Run() == nil,
+		"python3 with PyYAML is not installed (apt-get install -y python3-yaml)")
 	n := 0
 	for _, f := range deployFiles(t) {
 		if !strings.HasSuffix(f, ".yaml") {
@@ -79,9 +80,7 @@ func TestDeployYAMLParses(t *testing.T) {
 
 func TestSystemdUnitVerifies(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze is not installed")
-	}
+	testenv.NeedTool(t, "systemd-analyze", "apt-get install -y systemd")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "worker")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {

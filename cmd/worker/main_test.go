@@ -1,47 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/keyworker/keyworker/pgtemp"
-	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/internal/testenv"
 )
 
-var harness = pgtemp.NewHarness(pgtemp.HarnessConfig{Prepare: func(ctx context.Context, url string) error {
-	_, err := kwsql.MigrateURL(ctx, url, kwsql.Config{})
-	return err
-}})
+var harness = testenv.NewHarness(testenv.HarnessConfig{Prepare: testenv.Migrate})
 
 func TestMain(m *testing.M) { os.Exit(harness.Run(m)) }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a command
-// and the reads of a test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // invoke runs the worker command in-process with the given environment.
 func invoke(ctx context.Context, envv map[string]string, stdin string, args ...string) (stdout, stderr string, err error) {
-	var out, errb syncBuffer
+	var out, errb testenv.LogBuffer
 	e := env{
 		stdin:  strings.NewReader(stdin),
 		stdout: &out,

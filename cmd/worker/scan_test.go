@@ -5,8 +5,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/keys"
-	"github.com/keyworker/keyworker/pgtemp"
 )
 
 // scanFor looks for the keys and their secret parts in every column.
@@ -18,5 +18,5 @@ func scanFor(ctx context.Context, pool *pgxpool.Pool, plaintexts ...string) ([]s
 			needles = append(needles, p.Secret())
 		}
 	}
-	return pgtemp.ScanForSecrets(ctx, pool, needles)
+	return testenv.ScanForSecrets(ctx, pool, needles)
 }

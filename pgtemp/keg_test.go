@@ -1,11 +1,13 @@
-package pgtemp
+package pgtemp_test
 
 import (
-	"context"
+	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/keyworker/keyworker/internal/testenv"
+	"github.com/keyworker/keyworker/pgtemp"
 )
 
 // TestHomebrewKegIsSearched: a keg-only Homebrew formula (postgresql@16 is
@@ -13,10 +15,8 @@ import (
 // Intel and Linux.
 func TestHomebrewKegIsSearched(t *testing.T) {
 	t.Parallel()
-	real, version, err := FindBinaries("")
-	if err != nil {
-		t.Skipf("no PostgreSQL binaries to stand in for a keg: %v", err)
-	}
+	real, version, err := pgtemp.FindBinaries("")
+	testenv.Need(t, err == nil, fmt.Sprintf("no PostgreSQL binaries to stand in for a keg (apt-get install -y postgresql): %v", err))
 	for _, prefix := range []string{"/opt/homebrew", "/usr/local", "/home/linuxbrew/.linuxbrew"} {
 		root := t.TempDir()
 		keg := filepath.Join(root, prefix, "opt", "postgresql@16", "bin")
@@ -28,24 +28,9 @@ func TestHomebrewKegIsSearched(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		dir, v, _ := pickBinaries(globbedDirs(root))
+		dir, v, _ := pgtemp.PickBinaries(pgtemp.GlobbedDirs(root))
 		if dir != keg || v != version {
 			t.Errorf("keg under %s: found %q (version %d), want %q (version %d)", prefix, dir, v, keg, version)
 		}
-	}
-}
-
-// TestHarnessOffersTestDatabaseURL: without server binaries the test
-// harness, which honours TEST_DATABASE_URL, says so.
-func TestHarnessOffersTestDatabaseURL(t *testing.T) {
-	t.Setenv(EnvTestDatabaseURL, "")
-	h := NewHarness(HarnessConfig{Server: Config{BinDir: t.TempDir()}})
-	err := h.start(context.Background())
-	if err == nil {
-		h.stop()
-		t.Fatal("the harness started without binaries")
-	}
-	if !strings.Contains(err.Error(), "set TEST_DATABASE_URL") || !strings.Contains(err.Error(), "apt-get install") {
-		t.Fatalf("harness error does not offer both fixes: %v", err)
 	}
 }

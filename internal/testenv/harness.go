@@ -1,24 +1,27 @@
-package pgtemp
+package testenv
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/keyworker/keyworker/pgtemp"
+	kwsql "github.com/keyworker/keyworker/sql"
 )
 
-// EnvTestDatabaseURL names the environment variable that points tests at an
-// existing server instead of a throwaway one. The role must be a superuser
-// (it creates roles and databases) and the server must run with
-// wal_level=logical.
-const EnvTestDatabaseURL = "TEST_DATABASE_URL"
+// Migrate is a HarnessConfig.Prepare step that applies keyworker's
+// migrations (kwsql.MigrateURL with the default Config), so that each test
+// database starts migrated and a daemon's own migration step is a no-op.
+func Migrate(ctx context.Context, url string) error {
+	_, err := kwsql.MigrateURL(ctx, url, kwsql.Config{})
+	return err
+}
 
 // HarnessConfig configures a Harness.
 type HarnessConfig struct {
@@ -28,7 +31,7 @@ type HarnessConfig struct {
 	Prepare func(ctx context.Context, url string) error
 
 	// Server configures the throwaway server. Ignored with TEST_DATABASE_URL.
-	Server Config
+	Server pgtemp.Config
 }
 
 // Harness gives each test its own database, copied from a template that
@@ -36,7 +39,7 @@ type HarnessConfig struct {
 // serves one test binary; its methods are safe for concurrent use.
 type Harness struct {
 	cfg      HarnessConfig
-	srv      *Server
+	srv      *pgtemp.Server
 	adminURL string
 	template string
 
@@ -57,7 +60,7 @@ func (h *Harness) Run(m *testing.M) int {
 	err := h.start(ctx)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgtemp: %v\n", err)
+		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
 		h.stop()
 		return 1
 	}
@@ -67,12 +70,12 @@ func (h *Harness) Run(m *testing.M) int {
 }
 
 func (h *Harness) start(ctx context.Context) error {
-	if u := os.Getenv(EnvTestDatabaseURL); u != "" {
+	if u := os.Getenv(pgtemp.EnvTestDatabaseURL); u != "" {
 		h.adminURL = u
 	} else {
-		srv, err := Start(ctx, h.cfg.Server)
-		if errors.Is(err, ErrNoBinaries) {
-			return fmt.Errorf("%w; or set %s to a superuser connection to a server of your own with wal_level=logical", err, EnvTestDatabaseURL)
+		srv, err := pgtemp.Start(ctx, h.cfg.Server)
+		if errors.Is(err, pgtemp.ErrNoBinaries) {
+			return fmt.Errorf("%w; or set %s to a superuser connection to a server of your own with wal_level=logical", err, pgtemp.EnvTestDatabaseURL)
 		}
 		if err != nil {
 			return err
@@ -85,7 +88,7 @@ func (h *Harness) start(ctx context.Context) error {
 		return fmt.Errorf("creating template database: %w", err)
 	}
 	turl := h.URL(h.template)
-	if err := SetupSupabase(ctx, turl); err != nil {
+	if err := pgtemp.SetupSupabase(ctx, turl); err != nil {
 		return err
 	}
 	if h.cfg.Prepare != nil {
@@ -110,7 +113,7 @@ func (h *Harness) stop() {
 
 // Server is the throwaway server, or nil when TEST_DATABASE_URL is in use
 // (tests that restart Postgres skip then).
-func (h *Harness) Server() *Server { return h.srv }
+func (h *Harness) Server() *pgtemp.Server { return h.srv }
 
 // AdminURL is a superuser connection string to the maintenance database.
 func (h *Harness) AdminURL() string { return h.adminURL }
@@ -118,7 +121,7 @@ func (h *Harness) AdminURL() string { return h.adminURL }
 // URL returns a connection string for the named database on the harness's
 // server, with the admin URL's credentials.
 func (h *Harness) URL(database string) string {
-	return DatabaseURL(h.adminURL, database)
+	return pgtemp.DatabaseURL(h.adminURL, database)
 }
 
 // Database creates a fresh database copied from the template and returns its
@@ -127,22 +130,13 @@ func (h *Harness) URL(database string) string {
 func (h *Harness) Database(t testing.TB) string {
 	t.Helper()
 	h.mu.Lock()
-	h.seq++
-	name := fmt.Sprintf("kwt_%d_%d", os.Getpid(), h.seq)
+	name := h.nextName()
 	// Copies from one template are serialised: CREATE DATABASE fails when
 	// another session is connected to the template.
 	err := h.exec(context.Background(), fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
 		pgx.Identifier{name}.Sanitize(), pgx.Identifier{h.template}.Sanitize()))
 	h.mu.Unlock()
-	if err != nil {
-		t.Fatalf("creating test database %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		if err := h.DropDatabase(name); err != nil {
-			t.Logf("dropping test database %s: %v", name, err)
-		}
-	})
-	return h.URL(name)
+	return h.handOut(t, name, err)
 }
 
 // SupabaseDatabase creates a fresh Supabase-shaped database without the
@@ -152,10 +146,26 @@ func (h *Harness) Database(t testing.TB) string {
 func (h *Harness) SupabaseDatabase(t testing.TB) string {
 	t.Helper()
 	h.mu.Lock()
-	h.seq++
-	name := fmt.Sprintf("kwt_%d_%d", os.Getpid(), h.seq)
+	name := h.nextName()
 	h.mu.Unlock()
-	if err := h.exec(context.Background(), "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	url := h.handOut(t, name, h.exec(context.Background(), "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()))
+	if err := pgtemp.SetupSupabase(context.Background(), url); err != nil {
+		t.Fatal(err)
+	}
+	return url
+}
+
+// nextName names the next test database; h.mu must be held.
+func (h *Harness) nextName() string {
+	h.seq++
+	return fmt.Sprintf("kwt_%d_%d", os.Getpid(), h.seq)
+}
+
+// handOut fails t when creating database name failed (err), and otherwise
+// drops the database when t ends and returns its connection string.
+func (h *Harness) handOut(t testing.TB, name string, err error) string {
+	t.Helper()
+	if err != nil {
 		t.Fatalf("creating test database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
@@ -163,9 +173,6 @@ func (h *Harness) SupabaseDatabase(t testing.TB) string {
 			t.Logf("dropping test database %s: %v", name, err)
 		}
 	})
-	if err := SetupSupabase(context.Background(), h.URL(name)); err != nil {
-		t.Fatal(err)
-	}
 	return h.URL(name)
 }
 
@@ -173,31 +180,7 @@ func (h *Harness) SupabaseDatabase(t testing.TB) string {
 func (h *Harness) DropDatabase(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return DropDatabase(ctx, h.adminURL, name)
-}
-
-// DropDatabase drops the named database on adminURL's server (a superuser
-// connection), first ending the replication connections on it and dropping
-// its replication slots (a database with slots cannot be dropped).
-func DropDatabase(ctx context.Context, adminURL, name string) error {
-	conn, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	for attempt := 0; ; attempt++ {
-		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, name)
-		_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, name)
-		if err == nil || attempt == 50 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("dropping replication slots: %w", err)
-	}
-	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	return err
+	return pgtemp.DropDatabase(ctx, h.adminURL, name)
 }
 
 func (h *Harness) exec(ctx context.Context, sql string) error {
@@ -208,17 +191,4 @@ func (h *Harness) exec(ctx context.Context, sql string) error {
 	defer conn.Close(context.Background())
 	_, err = conn.Exec(ctx, sql)
 	return err
-}
-
-// DatabaseURL returns connString pointed at another database. It accepts
-// both URL and keyword/value forms.
-func DatabaseURL(connString, database string) string {
-	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
-		u, err := url.Parse(connString)
-		if err == nil {
-			u.Path = "/" + database
-			return u.String()
-		}
-	}
-	return connString + " dbname=" + database
 }
