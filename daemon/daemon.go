@@ -320,11 +320,11 @@ func (c Config) validate() error {
 	// The notice sinks and the token verifier check their own settings;
 	// New builds them again.
 	if c.Webhook.URL != "" || c.Webhook.Secret != "" {
-		if _, err := notify.NewWebhook(c.Webhook); err != nil {
-			return fmt.Errorf("Webhook: %w", err)
-		}
 		if hook := cmp.Or(c.Webhook.Timeout, notify.DefaultWebhookTimeout); c.JobTimeout != 0 && c.JobTimeout <= hook {
 			return fmt.Errorf("JobTimeout must be longer than the webhook's timeout (%s), or every slow delivery is cut short, got %s", hook, c.JobTimeout)
+		}
+		if _, err := notify.NewWebhook(c.Webhook); err != nil {
+			return fmt.Errorf("Webhook: %w", err)
 		}
 	}
 	if c.SMTP.URL != "" {
