@@ -832,7 +832,7 @@ func TestConfigValidation(t *testing.T) {
 		}, "Webhook: configuring webhook: URL is required"},
 		{"webhook over http to another machine", func(c *daemon.Config) {
 			c.Webhook = notify.WebhookConfig{URL: "http://hooks.example.com/k", Secret: "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
-		}, "set AllowHTTP to true"},
+		}, "set AllowHTTP=true"},
 		{"job timeout within the webhook's", func(c *daemon.Config) {
 			c.Webhook = notify.WebhookConfig{URL: "https://hooks.example.com/k", Secret: "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
 			c.JobTimeout = 5 * time.Second

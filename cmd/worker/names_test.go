@@ -101,6 +101,9 @@ func TestTranslateFieldNames(t *testing.T) {
 		{"give another slot name (SlotName)", "give another slot name (KEYWORKER_SLOT)"},
 		{"the users table does not exist: set UsersTable", "the users table does not exist: set KEYWORKER_USERS_TABLE"},
 		{"CompletedJobRetention must be -1", "KEYWORKER_JOB_RETENTION must be -1"},
+		{"refusing to start with this SealingKey: mismatch (PreviousSealingKey), then run `worker keys reseal`", "refusing to start with this KEYWORKER_SEALING_KEY: mismatch (KEYWORKER_SEALING_KEY_PREVIOUS), then run `worker keys reseal`"},
+		{"run `worker migrate` first (with the same Schema)", "run `worker migrate` first (with the same KEYWORKER_SCHEMA)"},
+		{"listen failed\n\n(Mode=auto tried logical mode first: x)", "listen failed\n\n(KEYWORKER_MODE=auto tried logical mode first: x)"},
 		// Plain words stay outside a scope; env names, paths, URLs and
 		// type names are never touched.
 		{"From is required", "From is required"},

@@ -97,7 +97,7 @@ func TestRunConfigErrorsNameTheSettingAndValue(t *testing.T) {
 		{map[string]string{"KEYWORKER_USERS_TABLE": "users"}, `users table "users" is invalid`},
 		{map[string]string{"KEYWORKER_WEBHOOK_URL": "https://example.com/hook"}, "KEYWORKER_WEBHOOK_SECRET is required"},
 		{map[string]string{"KEYWORKER_WEBHOOK_SECRET": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}, "KEYWORKER_WEBHOOK_URL is required"},
-		{map[string]string{"KEYWORKER_WEBHOOK_URL": "http://hooks.example.com/k", "KEYWORKER_WEBHOOK_SECRET": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}, "KEYWORKER_WEBHOOK_URL is http:// to hooks.example.com, which is not this machine: the notices (key id, user id, pick-up link) would cross the network unencrypted; use https://, or set KEYWORKER_WEBHOOK_ALLOW_HTTP to true"},
+		{map[string]string{"KEYWORKER_WEBHOOK_URL": "http://hooks.example.com/k", "KEYWORKER_WEBHOOK_SECRET": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}, "KEYWORKER_WEBHOOK_URL is http:// to hooks.example.com, which is not this machine: the notices (key id, user id, pick-up link) would cross the network unencrypted; use https://, or set KEYWORKER_WEBHOOK_ALLOW_HTTP=true to send them in plaintext anyway"},
 		{map[string]string{"KEYWORKER_SMTP_URL": "smtp://mail.example.com"}, "KEYWORKER_MAIL_FROM is required"},
 		{map[string]string{"KEYWORKER_LOG_LEVEL": "loud"}, `KEYWORKER_LOG_LEVEL="loud"`},
 		{map[string]string{"KEYWORKER_KEY_WORKERS": "0"}, `KEYWORKER_KEY_WORKERS="0" is not allowed: use a whole number from 1 to 1000`},
