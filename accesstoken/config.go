@@ -154,21 +154,22 @@ func (c Config) withDefaults() Config {
 }
 
 // validate reports the first setting that is missing or out of bounds. It
-// expects a Config returned by withDefaults. Messages name the environment
-// variable as well as the field, since that is what a user sets.
+// expects a Config returned by withDefaults. Messages name the Config field
+// at fault; a program that reads settings from elsewhere (cmd/worker's
+// environment variables) translates the field names for its users.
 func (c Config) validate() error {
 	if len(c.JWTSecret) == 0 && c.JWKSURL == "" {
-		return errors.New("one of JWTSecret (KEYWORKER_JWT_SECRET) or JWKSURL (KEYWORKER_JWKS_URL) is required to verify Supabase access tokens")
+		return errors.New("one of JWTSecret or JWKSURL is required to verify Supabase access tokens")
 	}
 	if n := len(c.JWTSecret); n > 0 && n < MinJWTSecretLen {
-		return fmt.Errorf("JWTSecret (KEYWORKER_JWT_SECRET) must be at least %d bytes, got %d", MinJWTSecretLen, n)
+		return fmt.Errorf("JWTSecret must be at least %d bytes, got %d", MinJWTSecretLen, n)
 	}
 	if c.JWKSURL != "" {
 		if err := validateJWKSURL(c.JWKSURL); err != nil {
 			return err
 		}
 		if c.Issuer == "" {
-			return fmt.Errorf("Issuer (KEYWORKER_JWT_ISSUER) is required: it cannot be derived from JWKSURL (KEYWORKER_JWKS_URL) %q, which does not end in %q; set it to the iss claim of your tokens, https://<project>.supabase.co/auth/v1 for Supabase", c.JWKSURL, jwksPathSuffix)
+			return fmt.Errorf("Issuer is required: it cannot be derived from JWKSURL %q, which does not end in %q; set it to the iss claim of your tokens, https://<project>.supabase.co/auth/v1 for Supabase", c.JWKSURL, jwksPathSuffix)
 		}
 	}
 	if c.Leeway < 0 || c.Leeway > MaxLeeway {
@@ -181,7 +182,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("JWKSTimeout must be between 0s (exclusive) and %s, got %s", MaxJWKSTimeout, c.JWKSTimeout)
 	}
 	if c.JWKSMaxStaleness < c.JWKSRefresh || c.JWKSMaxStaleness > MaxJWKSMaxStaleness {
-		return fmt.Errorf("JWKSMaxStaleness (KEYWORKER_JWKS_MAX_STALENESS) must be between JWKSRefresh (%s) and %s, got %s", c.JWKSRefresh, MaxJWKSMaxStaleness, c.JWKSMaxStaleness)
+		return fmt.Errorf("JWKSMaxStaleness must be between JWKSRefresh (%s) and %s, got %s", c.JWKSRefresh, MaxJWKSMaxStaleness, c.JWKSMaxStaleness)
 	}
 	return nil
 }
@@ -204,22 +205,22 @@ func validateJWKSURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Error quotes the URL; a JWKS URL carries no secret.
-		return fmt.Errorf("JWKSURL (KEYWORKER_JWKS_URL) is not a URL: %w", err)
+		return fmt.Errorf("JWKSURL is not a URL: %w", err)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("JWKSURL (KEYWORKER_JWKS_URL) must be an absolute https URL such as https://<project>.supabase.co/auth/v1/.well-known/jwks.json, got %q", raw)
+		return fmt.Errorf("JWKSURL must be an absolute https URL such as https://<project>.supabase.co/auth/v1/.well-known/jwks.json, got %q", raw)
 	}
 	if u.User != nil {
-		return errors.New("JWKSURL (KEYWORKER_JWKS_URL) must not carry credentials")
+		return errors.New("JWKSURL must not carry credentials")
 	}
 	switch u.Scheme {
 	case "https":
 	case "http":
 		if !isLoopback(u.Hostname()) {
-			return fmt.Errorf("JWKSURL (KEYWORKER_JWKS_URL) must use https (http is accepted only for a loopback host), got %q", raw)
+			return fmt.Errorf("JWKSURL must use https (http is accepted only for a loopback host), got %q", raw)
 		}
 	default:
-		return fmt.Errorf("JWKSURL (KEYWORKER_JWKS_URL) must use https, got scheme %q", u.Scheme)
+		return fmt.Errorf("JWKSURL must use https, got scheme %q", u.Scheme)
 	}
 	return nil
 }

@@ -27,37 +27,37 @@ func TestConfigValidate(t *testing.T) {
 		{
 			name:    "neither secret nor URL names both settings",
 			cfg:     Config{},
-			wantErr: []string{"KEYWORKER_JWT_SECRET", "KEYWORKER_JWKS_URL", "required"},
+			wantErr: []string{"JWTSecret", "JWKSURL", "required"},
 		},
 		{
 			name:    "short secret",
 			cfg:     Config{JWTSecret: []byte("too-short")},
-			wantErr: []string{"KEYWORKER_JWT_SECRET", "at least 32 bytes, got 9"},
+			wantErr: []string{"JWTSecret", "at least 32 bytes, got 9"},
 		},
 		{
 			name:    "http on a public host",
 			cfg:     Config{JWKSURL: "http://abcdefghijklmnop.supabase.co/auth/v1/.well-known/jwks.json"},
-			wantErr: []string{"KEYWORKER_JWKS_URL", "https"},
+			wantErr: []string{"JWKSURL", "https"},
 		},
 		{
 			name:    "other scheme",
 			cfg:     Config{JWKSURL: "ftp://example.com/jwks.json"},
-			wantErr: []string{"KEYWORKER_JWKS_URL", `"ftp"`},
+			wantErr: []string{"JWKSURL", `"ftp"`},
 		},
 		{
 			name:    "relative URL",
 			cfg:     Config{JWKSURL: "/auth/v1/.well-known/jwks.json"},
-			wantErr: []string{"KEYWORKER_JWKS_URL", "absolute https URL"},
+			wantErr: []string{"JWKSURL", "absolute https URL"},
 		},
 		{
 			name:    "unparsable URL",
 			cfg:     Config{JWKSURL: "https://exa mple.com/%zz"},
-			wantErr: []string{"KEYWORKER_JWKS_URL", "not a URL"},
+			wantErr: []string{"JWKSURL", "not a URL"},
 		},
 		{
 			name:    "URL with credentials",
 			cfg:     Config{JWKSURL: "https://user:pass@example.com/jwks.json"},
-			wantErr: []string{"KEYWORKER_JWKS_URL", "credentials"},
+			wantErr: []string{"JWKSURL", "credentials"},
 		},
 		{
 			name:    "negative leeway",
@@ -77,12 +77,12 @@ func TestConfigValidate(t *testing.T) {
 		{
 			name:    "staleness shorter than the refresh",
 			cfg:     Config{JWKSURL: jwksURL, JWKSMaxStaleness: 5 * time.Minute},
-			wantErr: []string{"KEYWORKER_JWKS_MAX_STALENESS", "between JWKSRefresh (10m0s) and 168h0m0s, got 5m0s"},
+			wantErr: []string{"JWKSMaxStaleness must", "between JWKSRefresh (10m0s) and 168h0m0s, got 5m0s"},
 		},
 		{
 			name:    "staleness too long",
 			cfg:     Config{JWKSURL: jwksURL, JWKSMaxStaleness: 30 * 24 * time.Hour},
-			wantErr: []string{"KEYWORKER_JWKS_MAX_STALENESS", "got 720h0m0s"},
+			wantErr: []string{"JWKSMaxStaleness must", "got 720h0m0s"},
 		},
 		{
 			name:    "negative timeout",

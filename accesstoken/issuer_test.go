@@ -63,8 +63,8 @@ func TestIssuerDerivedFromJWKSURL(t *testing.T) {
 func TestIssuerRequiredWhenItCannotBeDerived(t *testing.T) {
 	t.Parallel()
 	_, err := New(Config{JWKSURL: "https://keys.example.com/jwks"})
-	if err == nil || !strings.Contains(err.Error(), "KEYWORKER_JWT_ISSUER") {
-		t.Fatalf("New without a derivable issuer: error = %v, want one naming KEYWORKER_JWT_ISSUER", err)
+	if err == nil || !strings.Contains(err.Error(), "Issuer is required") {
+		t.Fatalf("New without a derivable issuer: error = %v, want one naming Issuer", err)
 	}
 	if _, err := New(Config{JWKSURL: "https://keys.example.com/jwks", Issuer: testIssuer}); err != nil {
 		t.Fatalf("New with Issuer set: %v", err)

@@ -14,14 +14,15 @@ import (
 type Capture struct {
 	// Mode is ModeLogical or ModeListen: what runs, never ModeAuto.
 	Mode string
-	// Reason is a short code for why: "configured" (KEYWORKER_MODE named
+	// Reason is a short code for why: "configured" (Config.Mode named
 	// the mode), "publication" (auto: the publication exists or this role
 	// made it), or, when auto fell back to listen mode, what logical mode
 	// lacked: "session_pooler", "not_publishable", "no_replication",
 	// "wal_level", "server_version", "pooler", "no_free_slot".
 	Reason string
 	// Detail says the reason in words, with what would make logical mode
-	// work when auto fell back.
+	// work when auto fell back. It names Config fields (Mode, DatabaseURL)
+	// and the listener's (ConnString, SlotName), as the preflight does.
 	Detail string
 }
 
@@ -55,12 +56,12 @@ func (d *Daemon) startSource(ctx context.Context, lcfg listener.Config) (source,
 		if err == nil {
 			err = src.Start(ctx)
 		}
-		return src, Capture{Mode: cfg.Mode, Reason: "configured", Detail: "KEYWORKER_MODE=" + cfg.Mode}, err
+		return src, Capture{Mode: cfg.Mode, Reason: "configured", Detail: "Mode=" + cfg.Mode}, err
 	}
 	if listener.IsSessionPooler(cfg.DatabaseURL) {
 		src, err := d.startListen(ctx, lcfg)
 		return src, Capture{Mode: ModeListen, Reason: "session_pooler",
-			Detail: "DATABASE_URL is Supabase's session pooler, which carries LISTEN but not replication; " +
+			Detail: "DatabaseURL is Supabase's session pooler, which carries LISTEN but not replication; " +
 				"for logical replication use the direct connection (db.<project-ref>.supabase.co:5432)"}, err
 	}
 	src, err := newSource(ModeLogical, lcfg)
@@ -88,7 +89,7 @@ func (d *Daemon) startSource(ctx context.Context, lcfg listener.Config) (source,
 	lsrc, lerr := d.startListen(ctx, lcfg)
 	if lerr != nil {
 		// Both failed: say both, listen mode's first (it is what would run).
-		return nil, c, fmt.Errorf("%w\n\n(KEYWORKER_MODE=auto tried logical mode first: %v)", lerr, err)
+		return nil, c, fmt.Errorf("%w\n\n(Mode=auto tried logical mode first: %v)", lerr, err)
 	}
 	return lsrc, c, nil
 }

@@ -46,9 +46,52 @@ const (
 	ModeListen  = listener.ModeListen
 )
 
-// Defaults.
+// Defaults and bounds of Config. Where a component owns a setting, its
+// default is the component's constant, repeated here so that Config's
+// documentation can name it.
 const (
-	DefaultMode            = ModeAuto
+	// DefaultMode is Config.Mode's default.
+	DefaultMode = ModeAuto
+	// DefaultSchema is Config.Schema's default.
+	DefaultSchema = kwsql.DefaultSchema
+	// DefaultTable is Config.Table's default, with users.Table's default
+	// column names.
+	DefaultTable = users.DefaultTable
+	// DefaultSlotName is Config.SlotName's default.
+	DefaultSlotName = listener.DefaultSlotName
+	// DefaultPublicationName is Config.PublicationName's default.
+	DefaultPublicationName = listener.DefaultPublicationName
+	// DefaultPollInterval is Config.PollInterval's default.
+	DefaultPollInterval = listener.DefaultPollInterval
+	// DefaultKeyPrefix is Config.KeyPrefix's default.
+	DefaultKeyPrefix = keys.DefaultPrefix
+	// DefaultRevealTTL is Config.RevealTTL's default.
+	DefaultRevealTTL = keystore.DefaultRevealTTL
+	// DefaultHTTPAddr is Config.HTTP.Addr's default.
+	DefaultHTTPAddr = server.DefaultAddr
+	// DefaultEmailColumn is Config.EmailColumn's default.
+	DefaultEmailColumn = jobs.DefaultEmailColumn
+	// DefaultExpiringNoticeBefore is Config.ExpiringNoticeBefore's default.
+	DefaultExpiringNoticeBefore = jobs.DefaultExpiringNoticeBefore
+	// DefaultLifecycleInterval is Config.LifecycleInterval's default.
+	DefaultLifecycleInterval = jobs.DefaultLifecycleInterval
+	// DefaultReconcileInterval is Config.ReconcileInterval's default.
+	DefaultReconcileInterval = jobs.DefaultReconcileInterval
+	// DefaultJobRetention is Config.JobRetention's default.
+	DefaultJobRetention = jobs.DefaultCompletedJobRetention
+	// DefaultKeyWorkers is Config.KeyWorkers's default.
+	DefaultKeyWorkers = jobs.DefaultKeyWorkers
+	// DefaultNoticeWorkers is Config.NoticeWorkers's default.
+	DefaultNoticeWorkers = jobs.DefaultNoticeWorkers
+	// DefaultNoticeConcurrency is Config.NoticeConcurrency's default.
+	DefaultNoticeConcurrency = jobs.DefaultNoticeConcurrency
+	// DefaultJobTimeout is Config.JobTimeout's default.
+	DefaultJobTimeout = jobs.DefaultJobTimeout
+	// DefaultFetchPollInterval is Config.FetchPollInterval's default.
+	DefaultFetchPollInterval = jobs.DefaultFetchPollInterval
+	// DefaultFetchCooldown is Config.FetchCooldown's default.
+	DefaultFetchCooldown = jobs.DefaultFetchCooldown
+	// DefaultShutdownTimeout is Config.ShutdownTimeout's default.
 	DefaultShutdownTimeout = 30 * time.Second
 	// DefaultMetricsCacheTTL is how long a scrape's database readings (queue
 	// depth by state, slot lag, checkpoint age) serve later scrapes.
@@ -71,38 +114,49 @@ const (
 )
 
 // Config is everything `worker run` needs. Component settings are passed
-// through to their packages, which fill their own defaults.
+// through to their packages, which fill their own defaults; the defaults
+// below are theirs. Errors from New name the field at fault, prefixed with
+// the component's field for a component's own settings ("Tokens: JWTSecret
+// must be at least 32 bytes, got 5"), so that a program reading the
+// settings from elsewhere can translate the names for its users.
 type Config struct {
 	// DatabaseURL is a direct connection string, or (listen mode) one
 	// through a session pooler. Required.
 	DatabaseURL string
-	// Mode is ModeAuto, ModeLogical or ModeListen. Defaults to DefaultMode.
+	// Mode is ModeAuto, ModeLogical or ModeListen. Defaults to DefaultMode
+	// (auto).
 	Mode string
-	// Schema is keyworker's schema. Defaults to "keyworker".
+	// Schema is keyworker's schema. Defaults to DefaultSchema ("keyworker").
 	Schema string
-	// Table is the users table. Defaults to auth.users.
+	// Table is the users table. Defaults to DefaultTable (auth.users) with
+	// users.Table's default columns.
 	Table users.Table
 	// IncludeAnonymous gives anonymous users keys too. Defaults to false.
 	IncludeAnonymous bool
-	// Migrate applies missing migrations at start. Defaults to true
-	// (SkipMigrate turns it off).
+	// SkipMigrate makes Start check that the schema is at the latest
+	// migration instead of applying the missing ones (`worker migrate`
+	// applies them). Defaults to false: Start migrates.
 	SkipMigrate bool
 
-	// SlotName and PublicationName are logical mode's. Default to the
-	// listener's defaults.
+	// SlotName and PublicationName are logical mode's replication slot and
+	// publication. Default to DefaultSlotName ("keyworker") and
+	// DefaultPublicationName ("keyworker_signups").
 	SlotName, PublicationName string
 	// BatchMaxWait bounds how long a signup waits for others to share its
 	// hand-off transaction. Defaults to DefaultBatchMaxWait (20ms).
 	BatchMaxWait time.Duration
 	// PollInterval is how often listen mode looks in its outbox without a
-	// notification. Defaults to the listener's default.
+	// notification. Defaults to DefaultPollInterval (1s).
 	PollInterval time.Duration
 
-	// KeyPrefix prefixes new keys. Defaults to "sk".
+	// KeyPrefix prefixes new keys: see keys.ValidatePrefix. Defaults to
+	// DefaultKeyPrefix ("sk").
 	KeyPrefix string
 	// KeyTTL is how long signup keys live; 0 means they do not expire.
+	// Defaults to 0.
 	KeyTTL time.Duration
-	// RevealTTL is how long a key waits for its pick-up. Defaults to 7 days.
+	// RevealTTL is how long a key waits for its pick-up. Defaults to
+	// DefaultRevealTTL (7 days).
 	RevealTTL time.Duration
 	// SealingKey is the 32-byte AES key sealing waiting secrets. Required.
 	// Its fingerprint is recorded in the database on first use, and Start
@@ -113,17 +167,21 @@ type Config struct {
 	// recorded it, Start moves the record to SealingKey. Optional.
 	PreviousSealingKey []byte
 
-	// Tokens verifies users' access tokens for reveal. When neither
-	// JWTSecret nor JWKSURL is set, reveal answers 503.
+	// Tokens verifies users' access tokens for reveal and the keys API.
+	// When neither JWTSecret nor JWKSURL is set, both answer 503. Its
+	// defaults are accesstoken.Config's.
 	Tokens accesstoken.Config
 
 	// MaxKeysPerUser is how many live keys (not revoked, not expired;
 	// disabled ones count) a user may hold through the keys API; a rotation
-	// at the limit may add one for its overlap. Negative means no limit.
-	// Defaults to DefaultMaxKeysPerUser.
+	// at the limit may add one for its overlap. Negative means no limit; at
+	// most MaxMaxKeysPerUser. Defaults to DefaultMaxKeysPerUser (10).
 	MaxKeysPerUser int
 
-	// HTTP configures the listener; its function fields are set here.
+	// HTTP configures the HTTP server; its function fields (Dashboard,
+	// Metrics, Ready, VerifyToken, Reveal, Keys, ...) and PublicURL are set
+	// by the daemon. HTTP.Addr defaults to DefaultHTTPAddr
+	// (127.0.0.1:8080); the rest of its defaults are server.Config's.
 	HTTP server.Config
 	// PublicURL is the base URL users reach the reveal endpoint at, for
 	// notices. Defaults to http://<the address the HTTP server bound>
@@ -131,42 +189,56 @@ type Config struct {
 	PublicURL string
 
 	// Webhook and SMTP, when their URL is set, are notice sinks; NotifyLog
-	// adds the log sink.
+	// adds the log sink. Their defaults are notify's. Defaults to no sink.
 	Webhook   notify.WebhookConfig
 	SMTP      notify.SMTPConfig
 	NotifyLog bool
 	// PickupURL is the app's page where a user picks a signup key up, a
 	// template with "{key_id}"; see jobs.Config.PickupURL. Optional.
 	PickupURL string
-	// ExpiringNoticeBefore and LifecycleInterval: see jobs.Config.
+	// ExpiringNoticeBefore is how long before a key expires its expiring
+	// notice is sent; negative means none. Defaults to
+	// DefaultExpiringNoticeBefore (72h). LifecycleInterval is how often
+	// expiring and expired keys are looked for. Defaults to
+	// DefaultLifecycleInterval (1m). See jobs.Config.
 	ExpiringNoticeBefore, LifecycleInterval time.Duration
-	// EmailColumn is read for email notices. Defaults to "email".
+	// EmailColumn is read for email notices. Defaults to
+	// DefaultEmailColumn ("email").
 	EmailColumn string
 
-	// ReconcileInterval, JobRetention: see jobs.Config.
+	// ReconcileInterval is how often the leader runs a reconcile. Defaults
+	// to DefaultReconcileInterval (5m). JobRetention is how long completed
+	// jobs are kept. Defaults to DefaultJobRetention (7 days). See
+	// jobs.Config.
 	ReconcileInterval, JobRetention time.Duration
 	// KeyWorkers and NoticeWorkers are how many create-keys and notice
 	// jobs (batches) run at once, NoticeConcurrency how many sends one
-	// notice job makes at once; JobTimeout bounds one attempt. See
-	// jobs.Config for their defaults. The connection pool grows to fit the
-	// workers unless DatabaseURL sets pool_max_conns.
+	// notice job makes at once. Default to DefaultKeyWorkers (10),
+	// DefaultNoticeWorkers (10) and DefaultNoticeConcurrency (32). The
+	// connection pool grows to fit the workers unless DatabaseURL sets
+	// pool_max_conns.
 	KeyWorkers, NoticeWorkers, NoticeConcurrency int
-	JobTimeout                                   time.Duration
+	// JobTimeout bounds one job attempt, between jobs.MinJobTimeout (1s)
+	// and jobs.MaxJobTimeout (1h), and longer than the webhook's timeout
+	// when there is a webhook. Defaults to DefaultJobTimeout (1m).
+	JobTimeout time.Duration
 	// RetryPolicy, FetchPollInterval and FetchCooldown tune River: when a
-	// failed job runs again, and how often it looks for jobs. See
-	// jobs.Config; they default to River's defaults.
+	// failed job runs again, and how often it looks for jobs. They default
+	// to River's retry policy, DefaultFetchPollInterval (50ms) and
+	// DefaultFetchCooldown (2ms); see jobs.Config.
 	RetryPolicy                      river.ClientRetryPolicy
 	FetchPollInterval, FetchCooldown time.Duration
 	// ShutdownTimeout bounds draining running jobs on Stop. Defaults to
-	// DefaultShutdownTimeout.
+	// DefaultShutdownTimeout (30s).
 	ShutdownTimeout time.Duration
 	// MetricsCacheTTL is how long /metrics reuses its database readings, so
 	// a scrape costs the database at most one count of river_job per TTL
 	// however often and however many scrapers ask. Between 1ms and 1m.
-	// Defaults to DefaultMetricsCacheTTL.
+	// Defaults to DefaultMetricsCacheTTL (5s).
 	MetricsCacheTTL time.Duration
 
-	// Logger defaults to discarding.
+	// Logger receives the daemon's and its components' logs. Defaults to
+	// discarding.
 	Logger *slog.Logger
 }
 
@@ -175,11 +247,11 @@ func (c Config) withDefaults() Config {
 		c.Mode = DefaultMode
 	}
 	if c.Schema == "" {
-		c.Schema = kwsql.DefaultSchema
+		c.Schema = DefaultSchema
 	}
 	c.Table = c.Table.WithDefaults()
 	if c.HTTP.Addr == "" {
-		c.HTTP.Addr = server.DefaultAddr
+		c.HTTP.Addr = DefaultHTTPAddr
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	if c.ShutdownTimeout == 0 {
@@ -200,12 +272,15 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// validate checks every setting that can be checked without connecting,
+// each by the component that owns it. Errors name the Config field; a
+// component's errors are prefixed with its field ("HTTP: ", "Tokens: ", ...).
 func (c Config) validate() error {
 	if c.DatabaseURL == "" {
-		return errors.New("DATABASE_URL is required")
+		return errors.New("DatabaseURL is required: set it to your database's direct connection string, e.g. postgres://postgres:<password>@db.<ref>.supabase.co:5432/postgres")
 	}
 	if c.Mode != ModeAuto && c.Mode != ModeLogical && c.Mode != ModeListen {
-		return fmt.Errorf("KEYWORKER_MODE=%q is not a mode: use auto, logical or listen", c.Mode)
+		return fmt.Errorf("Mode must be auto, logical or listen, got %q", c.Mode)
 	}
 	mode := c.Mode
 	if mode == ModeAuto {
@@ -214,45 +289,62 @@ func (c Config) validate() error {
 	if err := listener.CheckDirect(c.DatabaseURL, mode); err != nil {
 		return err
 	}
+	if err := c.Table.Validate(); err != nil {
+		return fmt.Errorf("Table: %w", err)
+	}
+	if c.KeyPrefix != "" {
+		if err := keys.ValidatePrefix(c.KeyPrefix); err != nil {
+			return fmt.Errorf("KeyPrefix: %w", err)
+		}
+	}
 	if len(c.SealingKey) != keys.SealingKeySize {
-		return fmt.Errorf("KEYWORKER_SEALING_KEY is required: 32 bytes of base64 (openssl rand -base64 32)")
+		return fmt.Errorf("SealingKey must be %d bytes (make them with openssl rand -base64 32), got %d", keys.SealingKeySize, len(c.SealingKey))
 	}
 	if c.PreviousSealingKey != nil {
 		if _, err := keys.NewSealer(c.SealingKey, c.PreviousSealingKey); err != nil {
-			return fmt.Errorf("KEYWORKER_SEALING_KEY_PREVIOUS: %w", err)
+			return fmt.Errorf("PreviousSealingKey: %w", err)
 		}
 	}
 	if c.KeyTTL < 0 {
-		return fmt.Errorf("KEYWORKER_KEY_TTL must not be negative, got %s", c.KeyTTL)
-	}
-	if err := c.Table.Validate(); err != nil {
-		return err
-	}
-	if hook := cmp.Or(c.Webhook.Timeout, notify.DefaultWebhookTimeout); c.Webhook.URL != "" && c.JobTimeout != 0 && c.JobTimeout <= hook {
-		return fmt.Errorf("KEYWORKER_JOB_TIMEOUT=%s must be longer than the webhook timeout (%s), or every slow delivery is cut short", c.JobTimeout, hook)
+		return fmt.Errorf("KeyTTL must not be negative, got %s", c.KeyTTL)
 	}
 	if c.MaxKeysPerUser > MaxMaxKeysPerUser {
-		return fmt.Errorf("MaxKeysPerUser (KEYWORKER_MAX_KEYS_PER_USER) must be at most %d, got %d", MaxMaxKeysPerUser, c.MaxKeysPerUser)
+		return fmt.Errorf("MaxKeysPerUser must be at most %d, got %d", MaxMaxKeysPerUser, c.MaxKeysPerUser)
+	}
+	if c.JobTimeout != 0 && (c.JobTimeout < jobs.MinJobTimeout || c.JobTimeout > jobs.MaxJobTimeout) {
+		return fmt.Errorf("JobTimeout must be between %s and %s, got %s", jobs.MinJobTimeout, jobs.MaxJobTimeout, c.JobTimeout)
 	}
 	if c.MetricsCacheTTL < time.Millisecond || c.MetricsCacheTTL > time.Minute {
 		return fmt.Errorf("MetricsCacheTTL must be between 1ms and 1m, got %s", c.MetricsCacheTTL)
 	}
-	// The dashboard is always served; check its exposure before connecting
-	// to anything (server.New checks again).
-	host, _, err := net.SplitHostPort(c.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("KEYWORKER_HTTP_ADDR=%q is not host:port, e.g. %q", c.HTTP.Addr, server.DefaultAddr)
+	// The notice sinks and the token verifier check their own settings;
+	// New builds them again.
+	if c.Webhook.URL != "" || c.Webhook.Secret != "" {
+		if hook := cmp.Or(c.Webhook.Timeout, notify.DefaultWebhookTimeout); c.JobTimeout != 0 && c.JobTimeout <= hook {
+			return fmt.Errorf("JobTimeout must be longer than the webhook's timeout (%s), or every slow delivery is cut short, got %s", hook, c.JobTimeout)
+		}
+		if _, err := notify.NewWebhook(c.Webhook); err != nil {
+			return fmt.Errorf("Webhook: %w", err)
+		}
 	}
-	if !server.IsLoopback(host) && c.HTTP.DashboardPassword == "" && c.HTTP.DashboardToken == "" {
-		return fmt.Errorf("refusing to serve the dashboard on non-loopback address %s without credentials: set KEYWORKER_DASHBOARD_USER and KEYWORKER_DASHBOARD_PASSWORD (or KEYWORKER_DASHBOARD_TOKEN), or listen on 127.0.0.1", c.HTTP.Addr)
+	if c.SMTP.URL != "" {
+		if _, err := notify.NewEmail(c.SMTP); err != nil {
+			return fmt.Errorf("SMTP: %w", err)
+		}
 	}
-	// The rest of the HTTP settings (trusted proxies, limits, the metrics
-	// address), as Start will build the server: New only checks them.
+	if c.Tokens.JWTSecret != nil || c.Tokens.JWKSURL != "" {
+		if _, err := accesstoken.New(c.Tokens); err != nil {
+			return fmt.Errorf("Tokens: %w", err)
+		}
+	}
+	// The HTTP settings (the dashboard's exposure, trusted proxies, limits,
+	// the metrics address), as Start will build the server: New only
+	// checks them.
 	hcfg := c.HTTP
 	hcfg.PublicURL = c.PublicURL
 	hcfg.Dashboard, hcfg.Metrics = http.NotFoundHandler(), http.NotFoundHandler()
 	if _, err := server.New(hcfg); err != nil {
-		return err
+		return fmt.Errorf("HTTP: %w", err)
 	}
 	return nil
 }

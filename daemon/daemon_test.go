@@ -794,7 +794,8 @@ func TestRunStopsOnCancel(t *testing.T) {
 }
 
 // TestConfigValidation: New refuses bad settings before connecting to
-// anything, with errors that name the setting to fix.
+// anything, with errors that name the Config field to fix (a component's
+// prefixed with the daemon's field for it), never cmd/worker's env vars.
 func TestConfigValidation(t *testing.T) {
 	t.Parallel()
 	base := func() daemon.Config {
@@ -811,26 +812,43 @@ func TestConfigValidation(t *testing.T) {
 		want string // "" means valid
 	}{
 		{"valid", func(*daemon.Config) {}, ""},
-		{"no database", func(c *daemon.Config) { c.DatabaseURL = "" }, "DATABASE_URL"},
-		{"no sealing key", func(c *daemon.Config) { c.SealingKey = nil }, "KEYWORKER_SEALING_KEY"},
-		{"short sealing key", func(c *daemon.Config) { c.SealingKey = make([]byte, 16) }, "KEYWORKER_SEALING_KEY"},
-		{"bad mode", func(c *daemon.Config) { c.Mode = "trigger" }, "KEYWORKER_MODE"},
+		{"no database", func(c *daemon.Config) { c.DatabaseURL = "" }, "DatabaseURL is required"},
+		{"no sealing key", func(c *daemon.Config) { c.SealingKey = nil }, "SealingKey must be 32 bytes"},
+		{"short sealing key", func(c *daemon.Config) { c.SealingKey = make([]byte, 16) }, "SealingKey must be 32 bytes (make them with openssl rand -base64 32), got 16"},
+		{"bad previous sealing key", func(c *daemon.Config) { c.PreviousSealingKey = make([]byte, 16) }, "PreviousSealingKey: "},
+		{"bad mode", func(c *daemon.Config) { c.Mode = "trigger" }, `Mode must be auto, logical or listen, got "trigger"`},
 		{"listen mode", func(c *daemon.Config) { c.Mode = daemon.ModeListen }, ""},
-		{"exposed dashboard", func(c *daemon.Config) { c.HTTP.Addr = "0.0.0.0:8080" }, "KEYWORKER_DASHBOARD_USER"},
-		{"all interfaces dashboard", func(c *daemon.Config) { c.HTTP.Addr = ":8080" }, "KEYWORKER_DASHBOARD_PASSWORD"},
+		{"exposed dashboard", func(c *daemon.Config) { c.HTTP.Addr = "0.0.0.0:8080" }, "HTTP: refusing to serve the dashboard on non-loopback address 0.0.0.0:8080 without credentials: set DashboardUser and DashboardPassword"},
+		{"all interfaces dashboard", func(c *daemon.Config) { c.HTTP.Addr = ":8080" }, "DashboardPassword"},
 		{"exposed dashboard with credentials", func(c *daemon.Config) {
 			c.HTTP = server.Config{Addr: "0.0.0.0:8080", DashboardUser: "admin", DashboardPassword: "s3cret-enough"}
 		}, ""},
-		{"bad HTTP address", func(c *daemon.Config) { c.HTTP.Addr = "localhost" }, "KEYWORKER_HTTP_ADDR"},
+		{"bad HTTP address", func(c *daemon.Config) { c.HTTP.Addr = "localhost" }, `HTTP: Addr "localhost" is invalid`},
 		{"bad webhook secret", func(c *daemon.Config) {
 			c.Webhook = notify.WebhookConfig{URL: "https://hooks.example.com/k", Secret: "not-a-secret"}
-		}, "KEYWORKER_WEBHOOK"},
+		}, "Webhook: configuring webhook: Secret must start with"},
+		{"webhook secret without a URL", func(c *daemon.Config) {
+			c.Webhook = notify.WebhookConfig{Secret: "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+		}, "Webhook: configuring webhook: URL is required"},
+		{"webhook over http to another machine", func(c *daemon.Config) {
+			c.Webhook = notify.WebhookConfig{URL: "http://hooks.example.com/k", Secret: "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+		}, "set AllowHTTP=true"},
+		{"job timeout within the webhook's", func(c *daemon.Config) {
+			c.Webhook = notify.WebhookConfig{URL: "https://hooks.example.com/k", Secret: "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+			c.JobTimeout = 5 * time.Second
+		}, "JobTimeout must be longer than the webhook's timeout (10s)"},
+		{"job timeout too long", func(c *daemon.Config) { c.JobTimeout = 2 * time.Hour }, "JobTimeout must be between 1s and 1h0m0s, got 2h0m0s"},
+		{"bad key prefix", func(c *daemon.Config) { c.KeyPrefix = "Acme" }, "KeyPrefix: "},
 		{"bad SMTP URL", func(c *daemon.Config) {
 			c.SMTP = notify.SMTPConfig{URL: "http://mail.example.com", From: "k@example.com"}
-		}, "KEYWORKER_SMTP"},
-		{"short JWT secret", func(c *daemon.Config) { c.Tokens.JWTSecret = []byte("short") }, "KEYWORKER_JWT_SECRET"},
-		{"JWKS URL without a derivable issuer", func(c *daemon.Config) { c.Tokens.JWKSURL = "https://keys.example.com/jwks" }, "KEYWORKER_JWT_ISSUER"},
-		{"negative key TTL", func(c *daemon.Config) { c.KeyTTL = -time.Hour }, "KEYWORKER_KEY_TTL"},
+		}, "SMTP: configuring email: "},
+		{"SMTP without From", func(c *daemon.Config) {
+			c.SMTP = notify.SMTPConfig{URL: "smtp://mail.example.com"}
+		}, "SMTP: configuring email: From is required"},
+		{"bad users table column", func(c *daemon.Config) { c.Table.IDColumn = "Id" }, "Table: "},
+		{"short JWT secret", func(c *daemon.Config) { c.Tokens.JWTSecret = []byte("short") }, "Tokens: validating access token config: JWTSecret must be at least 32 bytes, got 5"},
+		{"JWKS URL without a derivable issuer", func(c *daemon.Config) { c.Tokens.JWKSURL = "https://keys.example.com/jwks" }, "Tokens: validating access token config: Issuer is required"},
+		{"negative key TTL", func(c *daemon.Config) { c.KeyTTL = -time.Hour }, "KeyTTL must not be negative, got -1h0m0s"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := base()
@@ -853,6 +871,9 @@ func TestConfigValidation(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %q does not name %s", err, c.want)
+			}
+			if strings.Contains(err.Error(), "KEYWORKER_") || strings.Contains(err.Error(), "DATABASE_URL") {
+				t.Errorf("error %q names an environment variable: the daemon knows its Config fields only", err)
 			}
 		})
 	}

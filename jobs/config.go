@@ -34,6 +34,9 @@ const (
 	DefaultNoticeMaxAttempts = 12
 	// DefaultJobTimeout is Config.JobTimeout's default.
 	DefaultJobTimeout = time.Minute
+	// MinJobTimeout and MaxJobTimeout bound Config.JobTimeout.
+	MinJobTimeout = time.Second
+	MaxJobTimeout = time.Hour
 	// DefaultCompletedJobRetention is Config.CompletedJobRetention's default.
 	DefaultCompletedJobRetention = 7 * 24 * time.Hour
 	// DefaultFetchCooldown is Config.FetchCooldown's default. River's own
@@ -311,7 +314,7 @@ func (c Config) validate() error {
 	if c.KeyTTL != 0 && c.KeyTTL < time.Minute {
 		return fmt.Errorf("KeyTTL must be 0 (keys do not expire) or at least 1m, got %s", c.KeyTTL)
 	}
-	if err := between("JobTimeout", c.JobTimeout, time.Second, time.Hour); err != nil {
+	if err := between("JobTimeout", c.JobTimeout, MinJobTimeout, MaxJobTimeout); err != nil {
 		return err
 	}
 	if c.CompletedJobRetention != -1 && c.CompletedJobRetention < time.Minute {

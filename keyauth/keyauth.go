@@ -10,8 +10,8 @@ import (
 	"github.com/keyworker/keyworker/keys"
 )
 
-// DefaultSchema is the schema Postgres uses when given "": keyworker's
-// default (KEYWORKER_SCHEMA).
+// DefaultSchema is the schema used when given "": the schema keyworker
+// installs itself in unless told another (sql.DefaultSchema).
 const DefaultSchema = "keyworker"
 
 // Result is what a Checker found out about a key.

@@ -24,7 +24,7 @@ const minServerVersion = 150000
 // transaction pooling on; Supavisor serves session pooling on 5432.
 const poolerPort = 6543
 
-// Source modes, as KEYWORKER_MODE names them.
+// Source modes, as a Mode setting (daemon.Config.Mode) names them.
 const (
 	ModeLogical = "logical"
 	ModeListen  = "listen"
@@ -97,9 +97,9 @@ func poolerError(p pooler, mode string, cause error) error {
 	fix := "listen mode needs a session of its own: use the session pooler (Supabase: the \"Session pooler\" string, " +
 		"<project>.pooler.supabase.com port 5432, which also works over IPv4) or the direct connection (db.<project-ref>.supabase.co port 5432)"
 	if mode == ModeLogical {
-		fix = "logical replication does not pass through a pooler: set DATABASE_URL to the database itself " +
+		fix = "logical replication does not pass through a pooler: set ConnString to the database itself " +
 			"(Supabase: the \"Direct connection\" string, db.<project-ref>.supabase.co port 5432, IPv6 unless the project has the IPv4 add-on), " +
-			"or use listen mode (KEYWORKER_MODE=listen or auto), which works through the session pooler (port 5432)"
+			"or use listen mode (Mode=listen or auto), which works through the session pooler (port 5432)"
 	}
 	return &PreflightError{Kind: ErrPooler, Detail: p.reason, Fix: fix, Cause: cause}
 }
@@ -158,12 +158,12 @@ func (l *Logical) preflight(ctx context.Context) error {
 	if f.version < minServerVersion {
 		return &PreflightError{Kind: ErrServerVersion,
 			Detail: fmt.Sprintf("the server is version %d", f.version),
-			Fix:    "logical mode needs PostgreSQL 15 or newer (publication column lists keep emails and password hashes out of the stream); upgrade, or use listen mode (KEYWORKER_MODE=listen)"}
+			Fix:    "logical mode needs PostgreSQL 15 or newer (publication column lists keep emails and password hashes out of the stream); upgrade, or use listen mode (Mode=listen)"}
 	}
 	if f.walLevel != "logical" {
 		return &PreflightError{Kind: ErrWALLevel,
 			Detail:     fmt.Sprintf("it is %q", f.walLevel),
-			Fix:        "a superuser must run the statement below and restart PostgreSQL (Supabase projects already run with logical), or use listen mode (KEYWORKER_MODE=listen)",
+			Fix:        "a superuser must run the statement below and restart PostgreSQL (Supabase projects already run with logical), or use listen mode (Mode=listen)",
 			Statements: []string{"ALTER SYSTEM SET wal_level = logical;"}}
 	}
 	if !f.replication && !f.superuser {
@@ -173,7 +173,7 @@ func (l *Logical) preflight(ctx context.Context) error {
 		}
 		return &PreflightError{Kind: ErrNoReplication,
 			Detail:     fmt.Sprintf("role %s has no REPLICATION attribute", f.user),
-			Fix:        "a superuser must run the statement below (on Supabase, connect as the postgres role, which has it), or use listen mode (KEYWORKER_MODE=listen)",
+			Fix:        "a superuser must run the statement below (on Supabase, connect as the postgres role, which has it), or use listen mode (Mode=listen)",
 			Statements: []string{fmt.Sprintf("ALTER ROLE %s WITH REPLICATION;", q[0])}}
 	}
 	if err := l.cfg.Table.Check(ctx, l.pool); err != nil {
@@ -239,7 +239,7 @@ func checkMigrated(ctx context.Context, db queryer, schema, table, privs string)
 	}
 	if !exists {
 		return &PreflightError{Kind: ErrNotMigrated, Detail: fmt.Sprintf("%s.%s does not exist", schema, table),
-			Fix: "run `worker migrate` first (with the same KEYWORKER_SCHEMA)"}
+			Fix: "run `worker migrate` first (with the same Schema)"}
 	}
 	if !allowed {
 		return &PreflightError{Kind: ErrNoPrivilege, Detail: fmt.Sprintf("this role lacks %s on %s.%s", privs, schema, table),

@@ -83,7 +83,7 @@ func TestPoolersAreToldApart(t *testing.T) {
 		names     string // the alternative the refusal names
 	}{
 		{session, ModeListen, false, ""},
-		{session, ModeLogical, true, "KEYWORKER_MODE=listen"},
+		{session, ModeLogical, true, "Mode=listen"},
 		{transaction, ModeListen, true, "Session pooler"},
 		{transaction, ModeLogical, true, "Direct connection"},
 	} {
@@ -147,7 +147,7 @@ func TestPreflightFailsClosedWithTheFix(t *testing.T) {
 	})
 	t.Run("no table", func(t *testing.T) {
 		err := startAs("", func(c *Config) { c.Table = users.Table{Schema: "auth", Name: "customers"} })
-		if !errors.Is(err, ErrNoTable) || !strings.Contains(err.Error(), "KEYWORKER_USERS_TABLE") {
+		if !errors.Is(err, ErrNoTable) || !strings.Contains(err.Error(), "set Table to") {
 			t.Fatalf("got %v, want ErrNoTable naming the setting", err)
 		}
 	})

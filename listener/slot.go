@@ -44,7 +44,7 @@ func (l *Logical) checkSlotOwnership(s *slotInfo) error {
 	return &PreflightError{Kind: ErrSlotConflict,
 		Detail: fmt.Sprintf("slot %s is a %s slot with plugin %q on database %q; keyworker needs a logical pgoutput slot on %q",
 			l.cfg.SlotName, s.slotType, s.plugin, s.database, l.facts.database),
-		Fix: "slot names are cluster-wide: give this installation another slot name (KEYWORKER_SLOT), or drop that slot if nothing uses it"}
+		Fix: "slot names are cluster-wide: give this installation another slot name (SlotName), or drop that slot if nothing uses it"}
 }
 
 // readCheckpoint returns the checkpoint row's LSN and whether the row

@@ -217,7 +217,7 @@ func (c SMTPConfig) validate() (smtpTarget, error) {
 		return t, err
 	}
 	if c.From == "" {
-		return t, errors.New("From is required")
+		return t, errors.New("From is required: the address notices are sent from")
 	}
 	if _, err := parseAddress(c.From); err != nil {
 		return t, fmt.Errorf("From %w", err)

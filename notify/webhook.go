@@ -111,7 +111,7 @@ func (c WebhookConfig) withDefaults() WebhookConfig {
 
 func (c WebhookConfig) validate() error {
 	if c.URL == "" {
-		return errors.New("URL is required")
+		return errors.New("URL is required: the address that receives the notices, signed with Secret")
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil {
@@ -129,7 +129,7 @@ func (c WebhookConfig) validate() error {
 		return errors.New("URL must have a host")
 	}
 	if u.Scheme == "http" && !c.AllowHTTP && !IsLoopbackHost(u.Hostname()) {
-		return fmt.Errorf("URL is http:// to %s, which is not this machine: the notices would cross the network unencrypted; use https://, or set AllowHTTP to send them in plaintext anyway", u.Hostname())
+		return fmt.Errorf("URL is http:// to %s, which is not this machine: the notices (key id, user id, pick-up link) would cross the network unencrypted; use https://, or set AllowHTTP=true to send them in plaintext anyway", u.Hostname())
 	}
 	if _, err := decodeWebhookSecret(c.Secret); err != nil {
 		return fmt.Errorf("Secret %w", err)

@@ -19,14 +19,14 @@ func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
 		}
 		if p, err := netip.ParsePrefix(s); err == nil {
 			if p.Addr().Zone() != "" {
-				return nil, fmt.Errorf("TrustedProxies (KEYWORKER_TRUSTED_PROXIES): %q has a zone: give a CIDR without one", raw)
+				return nil, fmt.Errorf("TrustedProxies: %q has a zone: give a CIDR without one", raw)
 			}
 			out = append(out, netip.PrefixFrom(p.Addr().Unmap(), unmappedBits(p)).Masked())
 			continue
 		}
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			return nil, fmt.Errorf("TrustedProxies (KEYWORKER_TRUSTED_PROXIES): %q is neither a CIDR nor an address: use e.g. 10.0.0.0/8,fd00::/8 or 192.0.2.7", raw)
+			return nil, fmt.Errorf("TrustedProxies: %q is neither a CIDR nor an address: use e.g. 10.0.0.0/8,fd00::/8 or 192.0.2.7", raw)
 		}
 		a = a.Unmap()
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))

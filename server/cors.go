@@ -25,14 +25,14 @@ func parseCORSOrigins(list []string) (map[string]bool, error) {
 			continue
 		}
 		if o == "*" {
-			return nil, fmt.Errorf(`CORSOrigins (KEYWORKER_CORS_ORIGINS): "*" is refused: it would let any web page that holds a user's access token manage that user's keys; list your apps' origins, e.g. https://app.example.com,http://localhost:3000`)
+			return nil, fmt.Errorf(`CORSOrigins: "*" is refused: it would let any web page that holds a user's access token manage that user's keys; list your apps' origins, e.g. https://app.example.com,http://localhost:3000`)
 		}
 		u, err := url.Parse(o)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.Opaque != "" {
-			return nil, fmt.Errorf("CORSOrigins (KEYWORKER_CORS_ORIGINS): %q is not an origin: want scheme://host[:port], e.g. https://app.example.com", raw)
+			return nil, fmt.Errorf("CORSOrigins: %q is not an origin: want scheme://host[:port], e.g. https://app.example.com", raw)
 		}
 		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
-			return nil, fmt.Errorf("CORSOrigins (KEYWORKER_CORS_ORIGINS): %q has a path, query or fragment, which origins do not: use %s://%s", raw, u.Scheme, u.Host)
+			return nil, fmt.Errorf("CORSOrigins: %q has a path, query or fragment, which origins do not: use %s://%s", raw, u.Scheme, u.Host)
 		}
 		host := strings.ToLower(u.Host)
 		if port := u.Port(); (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
@@ -58,12 +58,12 @@ func (s *Server) crossOrigin(origins map[string]bool) (*http.CrossOriginProtecti
 			return nil, err
 		}
 		if err := cop.AddTrustedOrigin(origin.String()); err != nil {
-			return nil, fmt.Errorf("PublicURL (KEYWORKER_PUBLIC_URL): %w", err)
+			return nil, fmt.Errorf("PublicURL: %w", err)
 		}
 	}
 	for o := range origins {
 		if err := cop.AddTrustedOrigin(o); err != nil {
-			return nil, fmt.Errorf("CORSOrigins (KEYWORKER_CORS_ORIGINS): %w", err)
+			return nil, fmt.Errorf("CORSOrigins: %w", err)
 		}
 	}
 	return cop, nil
@@ -109,11 +109,11 @@ func (s *Server) refuseOrigin(w http.ResponseWriter, r *http.Request) {
 	if len(shown) > 100 {
 		shown = shown[:100] + "…"
 	}
-	s.cfg.Logger.Info("cross-origin request refused", "component", "http", "method", r.Method, "path", r.URL.Path,
+	s.cfg.Logger.Info("cross-origin request refused: list the app's origin in CORSOrigins if it may call the API", "component", "http", "method", r.Method, "path", r.URL.Path,
 		"origin", shown, "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
 	if origin == "" {
-		writeError(w, http.StatusForbidden, "cors_origin_refused", "requests from another site's pages are refused: the app's origin must be listed in KEYWORKER_CORS_ORIGINS")
+		writeError(w, http.StatusForbidden, "cors_origin_refused", "requests from another site's pages are refused: the app's origin must be one of the origins this server allows")
 		return
 	}
-	writeError(w, http.StatusForbidden, "cors_origin_refused", fmt.Sprintf("requests from pages on %q are refused: list that origin in KEYWORKER_CORS_ORIGINS to let the app call this endpoint from the browser", shown))
+	writeError(w, http.StatusForbidden, "cors_origin_refused", fmt.Sprintf("requests from pages on %q are refused: that origin must be one of the origins this server allows for the app to call this endpoint from the browser", shown))
 }

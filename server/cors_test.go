@@ -41,7 +41,7 @@ func TestCORSPreflight(t *testing.T) {
 		noCredentials(t, rec)
 		rec = preflight(c.path, "https://evil.example", c.method)
 		if rec.Code != 403 || errCode(t, rec) != "cors_origin_refused" || rec.Header().Get("Access-Control-Allow-Origin") != "" ||
-			!strings.Contains(rec.Body.String(), "KEYWORKER_CORS_ORIGINS") {
+			!strings.Contains(rec.Body.String(), "origins this server allows") {
 			t.Errorf("preflight of %s from a refused origin: %d %v %s", c.path, rec.Code, rec.Header(), rec.Body)
 		}
 		noCredentials(t, rec)
@@ -120,7 +120,7 @@ func TestCORSOriginsAreValidated(t *testing.T) {
 		origins []string
 		want    string
 	}{
-		{[]string{"*"}, `CORSOrigins (KEYWORKER_CORS_ORIGINS): "*" is refused`},
+		{[]string{"*"}, `CORSOrigins: "*" is refused`},
 		{[]string{appOrigin, "app.example.com"}, `"app.example.com" is not an origin: want scheme://host[:port]`},
 		{[]string{"https://app.example.com/dashboard"}, "has a path, query or fragment, which origins do not: use https://app.example.com"},
 		{[]string{"https://app.example.com?x=1"}, "has a path, query or fragment"},

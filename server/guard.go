@@ -78,10 +78,10 @@ func (s *Server) checkHost(listenHost string, next http.Handler) http.Handler {
 			if len(shown) > 100 {
 				shown = shown[:100] + "…"
 			}
-			s.cfg.Logger.Warn("request for another host refused", "component", "http", "host", shown, "path", r.URL.Path)
+			s.cfg.Logger.Warn("request for another host refused: if clients reach this server by that name, set PublicURL to the URL they use", "component", "http", "host", shown, "path", r.URL.Path)
 			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusMisdirectedRequest, "misdirected_request",
-				fmt.Sprintf("this server listens on loopback and answers only requests for localhost, 127.0.0.1 or [::1], not Host %q (a defence against DNS rebinding); if you reach it through a proxy or a name of your own, set KEYWORKER_PUBLIC_URL to that URL", shown))
+				fmt.Sprintf("this server listens on loopback and answers only requests for localhost, 127.0.0.1 or [::1], not Host %q (a defence against DNS rebinding); if you reach it through a proxy or a name of your own, this server's public URL must be configured to that URL", shown))
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -111,7 +111,7 @@ func (s *Server) keyInfo(i keystore.Info) KeyInfo { return KeyInfo{Info: i, Stat
 // keysUser signs the keys API's caller in; on failure it has answered.
 func (s *Server) keysUser(w http.ResponseWriter, r *http.Request) (userID, addr string, ok bool) {
 	if s.cfg.VerifyToken == nil || s.cfg.Keys == nil {
-		writeError(w, http.StatusServiceUnavailable, "keys_disabled", "the keys API is not configured: set KEYWORKER_JWT_SECRET or KEYWORKER_JWKS_URL")
+		writeError(w, http.StatusServiceUnavailable, "keys_disabled", "the keys API is not configured on this server: it has no way to verify access tokens")
 		return "", "", false
 	}
 	userID, addr, failure := s.signIn(w, r, s.keysLimits)

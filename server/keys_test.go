@@ -545,8 +545,8 @@ func TestKeysSettingsAreValidated(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{KeysPerUser: -1}, "KeysPerUser (KEYWORKER_KEYS_PER_USER) must be between 1 and 1000000 per minute, got -1"},
-		{Config{KeysPerAddr: MaxRateLimit + 1}, "KeysPerAddr (KEYWORKER_KEYS_PER_ADDR)"},
+		{Config{KeysPerUser: -1}, "KeysPerUser must be between 1 and 1000000 per minute, got -1"},
+		{Config{KeysPerAddr: MaxRateLimit + 1}, "KeysPerAddr must"},
 	} {
 		if _, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v, want an error with %q", err, c.want)

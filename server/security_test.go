@@ -157,7 +157,7 @@ func TestLoopbackRefusesOtherHosts(t *testing.T) {
 			if r.status != c.status {
 				t.Errorf("Host %s %s: %d %s, want %d", c.host, path, r.status, r.body, c.status)
 			}
-			if r.status == http.StatusMisdirectedRequest && !strings.Contains(r.body, "KEYWORKER_PUBLIC_URL") {
+			if r.status == http.StatusMisdirectedRequest && !strings.Contains(r.body, "public URL must be configured") {
 				t.Errorf("Host %s: the refusal does not say what to set: %s", c.host, r.body)
 			}
 		}
@@ -299,7 +299,7 @@ func TestMetricsExposure(t *testing.T) {
 			t.Errorf("%s on the metrics address: %d, want 404", path, r.status)
 		}
 	}
-	if r := send(t, http.MethodGet, "http://"+own.Addr()+"/metrics", nil, nil); r.status != http.StatusNotFound || !strings.Contains(r.body, "KEYWORKER_METRICS_ADDR") {
+	if r := send(t, http.MethodGet, "http://"+own.Addr()+"/metrics", nil, nil); r.status != http.StatusNotFound || !strings.Contains(r.body, "an address of their own") {
 		t.Errorf("/metrics on the main address with a metrics address: %d %s", r.status, r.body)
 	}
 	if r := send(t, http.MethodGet, "http://"+own.MetricsAddr()+"/metrics", nil, map[string]string{"Host": "evil.example"}); r.status != http.StatusMisdirectedRequest {
@@ -311,8 +311,8 @@ func TestMetricsExposure(t *testing.T) {
 	}
 
 	_, err := New(Config{Addr: "0.0.0.0:8080", Metrics: m})
-	if err == nil || !strings.Contains(err.Error(), "KEYWORKER_METRICS_ADDR") {
-		t.Errorf("open /metrics off loopback: %v, want a refusal naming KEYWORKER_METRICS_ADDR", err)
+	if err == nil || !strings.Contains(err.Error(), "set MetricsAddr") {
+		t.Errorf("open /metrics off loopback: %v, want a refusal naming MetricsAddr", err)
 	}
 	if _, err := New(Config{Addr: "0.0.0.0:8080", Metrics: m, MetricsAddr: "10.0.0.5:9090"}); err != nil {
 		t.Errorf("metrics on their own address: %v", err)
@@ -320,7 +320,7 @@ func TestMetricsExposure(t *testing.T) {
 	if _, err := New(Config{Addr: "127.0.0.1:8080", MetricsAddr: "127.0.0.1:8080"}); err == nil || !strings.Contains(err.Error(), "MetricsAddr") {
 		t.Errorf("metrics address = main address: %v", err)
 	}
-	if _, err := New(Config{MetricsAddr: "9090"}); err == nil || !strings.Contains(err.Error(), "KEYWORKER_METRICS_ADDR") {
+	if _, err := New(Config{MetricsAddr: "9090"}); err == nil || !strings.Contains(err.Error(), "MetricsAddr") {
 		t.Errorf("bad metrics address: %v", err)
 	}
 }
@@ -416,12 +416,12 @@ func TestRateLimitSettingsAreValidated(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{RevealPerUser: -1}, "RevealPerUser (KEYWORKER_REVEAL_PER_USER) must be between 1 and 1000000 per minute, got -1"},
-		{Config{RevealPerAddr: MaxRateLimit + 1}, "RevealPerAddr (KEYWORKER_REVEAL_PER_ADDR)"},
+		{Config{RevealPerUser: -1}, "RevealPerUser must be between 1 and 1000000 per minute, got -1"},
+		{Config{RevealPerAddr: MaxRateLimit + 1}, "RevealPerAddr must"},
 		{Config{LoginFailuresPerMinute: -5}, "LoginFailuresPerMinute"},
-		{Config{TrustedProxies: []string{"10.0.0.0/33"}}, `TrustedProxies (KEYWORKER_TRUSTED_PROXIES): "10.0.0.0/33"`},
-		{Config{TrustedProxies: []string{"proxy.internal"}}, "KEYWORKER_TRUSTED_PROXIES"},
-		{Config{PublicURL: "keys.example.com"}, "PublicURL (KEYWORKER_PUBLIC_URL)"},
+		{Config{TrustedProxies: []string{"10.0.0.0/33"}}, `TrustedProxies: "10.0.0.0/33"`},
+		{Config{TrustedProxies: []string{"proxy.internal"}}, "TrustedProxies:"},
+		{Config{PublicURL: "keys.example.com"}, "PublicURL "},
 	} {
 		if _, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want an error with %q", c.cfg.TrustedProxies, err, c.want)

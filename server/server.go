@@ -233,33 +233,33 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	host, port, err := net.SplitHostPort(c.Addr)
 	if err != nil {
-		return fmt.Errorf("HTTP address %q is invalid: want host:port, e.g. %q: %w", c.Addr, DefaultAddr, err)
+		return fmt.Errorf("Addr %q is invalid: want host:port, e.g. %q: %w", c.Addr, DefaultAddr, err)
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("HTTP address %q has an invalid port", c.Addr)
+		return fmt.Errorf("Addr %q has an invalid port", c.Addr)
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		return errors.New("TLS needs both a certificate file and a key file (KEYWORKER_TLS_CERT_FILE and KEYWORKER_TLS_KEY_FILE)")
+		return errors.New("TLS needs both a certificate file and a key file: set TLSCertFile and TLSKeyFile")
 	}
 	if c.Dashboard != nil && !c.dashboardProtected() && !IsLoopback(host) {
-		return fmt.Errorf("refusing to serve the dashboard on non-loopback address %s without credentials: set KEYWORKER_DASHBOARD_USER and KEYWORKER_DASHBOARD_PASSWORD (or KEYWORKER_DASHBOARD_TOKEN), or listen on 127.0.0.1", c.Addr)
+		return fmt.Errorf("refusing to serve the dashboard on non-loopback address %s without credentials: set DashboardUser and DashboardPassword (or DashboardToken), or listen on 127.0.0.1", c.Addr)
 	}
 	if c.MetricsAddr != "" {
 		_, mport, err := net.SplitHostPort(c.MetricsAddr)
 		if err != nil {
-			return fmt.Errorf("MetricsAddr (KEYWORKER_METRICS_ADDR) %q is invalid: want host:port, e.g. 127.0.0.1:9090: %w", c.MetricsAddr, err)
+			return fmt.Errorf("MetricsAddr %q is invalid: want host:port, e.g. 127.0.0.1:9090: %w", c.MetricsAddr, err)
 		}
 		if _, err := strconv.ParseUint(mport, 10, 16); err != nil {
-			return fmt.Errorf("MetricsAddr (KEYWORKER_METRICS_ADDR) %q has an invalid port", c.MetricsAddr)
+			return fmt.Errorf("MetricsAddr %q has an invalid port", c.MetricsAddr)
 		}
 		if c.MetricsAddr == c.Addr && mport != "0" {
-			return fmt.Errorf("MetricsAddr (KEYWORKER_METRICS_ADDR) is the same as Addr (KEYWORKER_HTTP_ADDR), %s: leave it empty to serve /metrics there", c.Addr)
+			return fmt.Errorf("MetricsAddr is the same as Addr, %s: leave it empty to serve /metrics there", c.Addr)
 		}
 	} else if c.Metrics != nil && !c.dashboardProtected() && !IsLoopback(host) {
-		return fmt.Errorf("refusing to serve /metrics on non-loopback address %s without credentials: set KEYWORKER_METRICS_ADDR to serve it on an address of its own, or set KEYWORKER_DASHBOARD_USER and KEYWORKER_DASHBOARD_PASSWORD (or KEYWORKER_DASHBOARD_TOKEN)", c.Addr)
+		return fmt.Errorf("refusing to serve /metrics on non-loopback address %s without credentials: set MetricsAddr to serve it on an address of its own, or set DashboardUser and DashboardPassword (or DashboardToken)", c.Addr)
 	}
 	if (c.DashboardUser == "") != (c.DashboardPassword == "") {
-		return errors.New("dashboard credentials need both KEYWORKER_DASHBOARD_USER and KEYWORKER_DASHBOARD_PASSWORD")
+		return errors.New("dashboard credentials need both DashboardUser and DashboardPassword")
 	}
 	if c.PublicURL != "" {
 		if _, err := publicOrigin(c.PublicURL); err != nil {
@@ -270,10 +270,10 @@ func (c Config) validate() error {
 		name string
 		n    int
 	}{
-		{"RevealPerUser (KEYWORKER_REVEAL_PER_USER)", c.RevealPerUser},
-		{"RevealPerAddr (KEYWORKER_REVEAL_PER_ADDR)", c.RevealPerAddr},
-		{"KeysPerUser (KEYWORKER_KEYS_PER_USER)", c.KeysPerUser},
-		{"KeysPerAddr (KEYWORKER_KEYS_PER_ADDR)", c.KeysPerAddr},
+		{"RevealPerUser", c.RevealPerUser},
+		{"RevealPerAddr", c.RevealPerAddr},
+		{"KeysPerUser", c.KeysPerUser},
+		{"KeysPerAddr", c.KeysPerAddr},
 		{"LoginFailuresPerMinute", c.LoginFailuresPerMinute},
 	} {
 		if l.n < 1 || l.n > MaxRateLimit {
@@ -296,7 +296,7 @@ func (c Config) validate() error {
 func publicOrigin(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return nil, fmt.Errorf("PublicURL (KEYWORKER_PUBLIC_URL) %q is not a base URL: want http(s)://host[:port][/path], e.g. https://keys.example.com", raw)
+		return nil, fmt.Errorf("PublicURL %q is not a base URL: want http(s)://host[:port][/path], e.g. https://keys.example.com", raw)
 	}
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }
@@ -388,7 +388,7 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("/metrics", s.credentials(s.cfg.Metrics))
 	case s.cfg.Metrics != nil:
 		mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusNotFound, "not_found", "metrics are served on their own address (KEYWORKER_METRICS_ADDR), not here")
+			writeError(w, http.StatusNotFound, "not_found", "metrics are served on an address of their own, not here")
 		})
 	}
 	if s.cfg.Dashboard != nil {
@@ -446,13 +446,13 @@ func (s *Server) Start(ctx context.Context) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("listening on %s (KEYWORKER_HTTP_ADDR): %w", s.cfg.Addr, err)
+		return fmt.Errorf("listening on %s (Addr): %w", s.cfg.Addr, err)
 	}
 	var mln net.Listener
 	if s.metricsHandler != nil {
 		if mln, err = lc.Listen(ctx, "tcp", s.cfg.MetricsAddr); err != nil {
 			_ = ln.Close()
-			return fmt.Errorf("listening on %s (KEYWORKER_METRICS_ADDR): %w", s.cfg.MetricsAddr, err)
+			return fmt.Errorf("listening on %s (MetricsAddr): %w", s.cfg.MetricsAddr, err)
 		}
 	}
 	if tlsCfg != nil {
@@ -631,7 +631,7 @@ func (s *Server) unauthorized(w http.ResponseWriter) {
 	if s.cfg.DashboardPassword != "" {
 		w.Header().Set("WWW-Authenticate", `Basic realm="keyworker dashboard", charset="UTF-8"`)
 	}
-	writeError(w, http.StatusUnauthorized, "unauthorized", "the dashboard needs the credentials from KEYWORKER_DASHBOARD_USER/KEYWORKER_DASHBOARD_PASSWORD (or KEYWORKER_DASHBOARD_TOKEN)")
+	writeError(w, http.StatusUnauthorized, "unauthorized", "the dashboard needs the credentials this server was configured with: its basic-auth user and password, or its bearer token")
 }
 
 // retryAfter is a Retry-After value: whole seconds, rounded up.
@@ -662,7 +662,7 @@ func (s *Server) reveal(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.VerifyToken == nil || s.cfg.Reveal == nil {
 		s.cfg.OnReveal("error")
-		writeError(w, http.StatusServiceUnavailable, "reveal_disabled", "key pick-up is not configured: set KEYWORKER_JWT_SECRET or KEYWORKER_JWKS_URL")
+		writeError(w, http.StatusServiceUnavailable, "reveal_disabled", "key pick-up is not configured on this server: it has no way to verify access tokens")
 		return
 	}
 	userID, addr, failure := s.signIn(w, r, s.revealLimits)

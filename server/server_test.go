@@ -199,7 +199,7 @@ func TestRefusesOpenDashboardOffLoopback(t *testing.T) {
 	t.Parallel()
 	ui := http.NotFoundHandler()
 	_, err := New(Config{Addr: "0.0.0.0:8080", Dashboard: ui})
-	if err == nil || !strings.Contains(err.Error(), "KEYWORKER_DASHBOARD_PASSWORD") {
+	if err == nil || !strings.Contains(err.Error(), "DashboardPassword") {
 		t.Fatalf("want a refusal naming the settings, got %v", err)
 	}
 	if _, err := New(Config{Addr: "127.0.0.1:0", Dashboard: ui}); err != nil {
@@ -252,7 +252,7 @@ func TestStartStopServesOverTCP(t *testing.T) {
 	}
 	// A second server on the same address fails fast, naming the setting.
 	s2 := testServer(t, Config{Addr: s.Addr()})
-	if err := s2.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "KEYWORKER_HTTP_ADDR") {
+	if err := s2.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "(Addr)") {
 		t.Fatalf("second listener: %v", err)
 	}
 	s.Stop()

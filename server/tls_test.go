@@ -81,7 +81,7 @@ func TestServesTLSWithACertificate(t *testing.T) {
 	if err := bad.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "loading TLS certificate") {
 		t.Fatalf("missing certificate: %v", err)
 	}
-	if _, err := New(Config{TLSCertFile: certFile}); err == nil || !strings.Contains(err.Error(), "KEYWORKER_TLS_KEY_FILE") {
+	if _, err := New(Config{TLSCertFile: certFile}); err == nil || !strings.Contains(err.Error(), "TLSKeyFile") {
 		t.Fatalf("certificate without key: %v", err)
 	}
 }

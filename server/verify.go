@@ -22,15 +22,15 @@ func (c Config) verifyTokenSums() ([][32]byte, error) {
 			continue
 		}
 		if len(tok) < MinVerifyTokenLen {
-			return nil, fmt.Errorf("VerifyTokens (KEYWORKER_VERIFY_TOKENS): token %d of %d is %d characters: use at least %d random ones, e.g. from openssl rand -hex 32", i+1, len(c.VerifyTokens), len(tok), MinVerifyTokenLen)
+			return nil, fmt.Errorf("VerifyTokens: token %d of %d is %d characters: use at least %d random ones, e.g. from openssl rand -hex 32", i+1, len(c.VerifyTokens), len(tok), MinVerifyTokenLen)
 		}
 		for _, b := range []byte(tok) {
 			if b <= ' ' || b > '~' {
-				return nil, fmt.Errorf("VerifyTokens (KEYWORKER_VERIFY_TOKENS): token %d of %d has a space, a control or a non-ASCII character: use printable ASCII only, e.g. from openssl rand -hex 32", i+1, len(c.VerifyTokens))
+				return nil, fmt.Errorf("VerifyTokens: token %d of %d has a space, a control or a non-ASCII character: use printable ASCII only, e.g. from openssl rand -hex 32", i+1, len(c.VerifyTokens))
 			}
 		}
 		if c.DashboardToken != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(c.DashboardToken)) == 1 {
-			return nil, fmt.Errorf("VerifyTokens (KEYWORKER_VERIFY_TOKENS): token %d of %d is the dashboard's token (KEYWORKER_DASHBOARD_TOKEN): give backends a token of their own", i+1, len(c.VerifyTokens))
+			return nil, fmt.Errorf("VerifyTokens: token %d of %d is the dashboard's token (DashboardToken): give backends a token of their own", i+1, len(c.VerifyTokens))
 		}
 		sums = append(sums, sha256.Sum256([]byte(tok)))
 	}
@@ -65,7 +65,7 @@ type verifyAnswer struct {
 // user's; no CORS. Wrong service tokens are throttled per client address.
 func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request) {
 	if len(s.verifyTokens) == 0 || s.cfg.Keys == nil {
-		writeError(w, http.StatusServiceUnavailable, "verify_disabled", "checking keys over HTTP is not configured: set KEYWORKER_VERIFY_TOKENS to the service tokens your backends send")
+		writeError(w, http.StatusServiceUnavailable, "verify_disabled", "checking keys over HTTP is not configured on this server: it has no service tokens")
 		return
 	}
 	addr := s.clientAddr(r)
@@ -78,14 +78,14 @@ func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request) {
 	tok, ok := bearer(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keyworker verify"`)
-		writeError(w, http.StatusUnauthorized, "missing_service_token", "send one of the service tokens of KEYWORKER_VERIFY_TOKENS as Authorization: Bearer <token>")
+		writeError(w, http.StatusUnauthorized, "missing_service_token", "send one of this server's service tokens as Authorization: Bearer <token>")
 		return
 	}
 	if !s.serviceToken(tok) {
 		s.verifyFailRate.charge(client, now)
 		s.cfg.Logger.Warn("service token rejected", "component", "http", "remote_addr", addr)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keyworker verify", error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "invalid_service_token", "the bearer token is not one of KEYWORKER_VERIFY_TOKENS (an end user's access token is never accepted here)")
+		writeError(w, http.StatusUnauthorized, "invalid_service_token", "the bearer token is not one of this server's service tokens (an end user's access token is never accepted here)")
 		return
 	}
 	var req verifyRequest

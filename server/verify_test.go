@@ -120,7 +120,7 @@ func TestVerifyUnconfigured(t *testing.T) {
 		"nothing at all": {},
 	} {
 		rec := call(testServer(t, cfg).Handler(), "POST", "/v1/keys/verify", `{"key":"x"}`, as(serviceTok))
-		if rec.Code != 503 || errCode(t, rec) != "verify_disabled" || !strings.Contains(rec.Body.String(), "KEYWORKER_VERIFY_TOKENS") {
+		if rec.Code != 503 || errCode(t, rec) != "verify_disabled" || !strings.Contains(rec.Body.String(), "not configured on this server") {
 			t.Errorf("%s: %d %s", name, rec.Code, rec.Body)
 		}
 	}
@@ -135,7 +135,7 @@ func TestVerifyTokensAreValidated(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{VerifyTokens: []string{serviceTok, short}}, "VerifyTokens (KEYWORKER_VERIFY_TOKENS): token 2 of 2 is 31 characters: use at least 32"},
+		{Config{VerifyTokens: []string{serviceTok, short}}, "VerifyTokens: token 2 of 2 is 31 characters: use at least 32"},
 		{Config{VerifyTokens: []string{short + " x"}}, "has a space"},
 		{Config{VerifyTokens: []string{short + "é"}}, "printable ASCII only"},
 		{Config{VerifyTokens: []string{serviceTok}, DashboardToken: serviceTok}, "is the dashboard's token"},

@@ -143,30 +143,30 @@ type Querier interface {
 }
 
 // Check confirms the table and its columns exist with usable types, and
-// names what is missing and the setting that fixes it.
+// names what is missing and the field (Table, IDColumn, ...) that fixes it.
 func (t Table) Check(ctx context.Context, db Querier) error {
 	var exists bool
 	if err := db.QueryRow(ctx, qTableExists, t.Ident()).Scan(&exists); err != nil {
 		return fmt.Errorf("looking up users table %s: %w", t, err)
 	}
 	if !exists {
-		return fmt.Errorf("%w: %s does not exist (or this role may not see it); set KEYWORKER_USERS_TABLE to your schema-qualified users table", ErrNoTable, t)
+		return fmt.Errorf("%w: %s does not exist (or this role may not see it); set Table to your schema-qualified users table", ErrNoTable, t)
 	}
 	type wantCol struct {
-		name    string
-		types   []string
-		setting string
+		name  string
+		types []string
+		field string // the Table field naming the column
 	}
 	timestamps := []string{"timestamp with time zone", "timestamp without time zone"}
-	want := []wantCol{{t.IDColumn, []string{"uuid"}, "KEYWORKER_USERS_ID_COLUMN"}}
+	want := []wantCol{{t.IDColumn, []string{"uuid"}, "IDColumn"}}
 	if t.CreatedAt() != "" {
-		want = append(want, wantCol{t.CreatedAt(), timestamps, "KEYWORKER_USERS_CREATED_AT_COLUMN"})
+		want = append(want, wantCol{t.CreatedAt(), timestamps, "CreatedAtColumn"})
 	}
 	if t.Anonymous() != "" {
-		want = append(want, wantCol{t.Anonymous(), []string{"boolean"}, "KEYWORKER_USERS_ANONYMOUS_COLUMN"})
+		want = append(want, wantCol{t.Anonymous(), []string{"boolean"}, "AnonymousColumn"})
 	}
 	if t.DeletedAt() != "" {
-		want = append(want, wantCol{t.DeletedAt(), timestamps, "KEYWORKER_USERS_DELETED_AT_COLUMN"})
+		want = append(want, wantCol{t.DeletedAt(), timestamps, "DeletedAtColumn"})
 	}
 	rows, err := db.Query(ctx, qColumns, t.Schema, t.Name)
 	if err != nil {
@@ -187,8 +187,8 @@ func (t Table) Check(ctx context.Context, db Querier) error {
 		col, types := w.name, w.types
 		typ, ok := have[col]
 		if !ok {
-			hint := "set " + w.setting + " to the right column"
-			if w.setting != "KEYWORKER_USERS_ID_COLUMN" {
+			hint := "set " + w.field + " to the right column"
+			if w.field != "IDColumn" {
 				hint += `, or to "-" if the table has none`
 			}
 			return fmt.Errorf("users table %s has no column %q: %s", t, col, hint)

@@ -124,14 +124,14 @@ func TestCheckNamesWhatIsMissing(t *testing.T) {
 		t.Fatalf("auth.users: %v", err)
 	}
 	nope, _ := users.ParseTable("auth.nope")
-	if err := nope.Check(ctx, db); !errors.Is(err, users.ErrNoTable) || !strings.Contains(err.Error(), "KEYWORKER_USERS_TABLE") {
+	if err := nope.Check(ctx, db); !errors.Is(err, users.ErrNoTable) || !strings.Contains(err.Error(), "set Table to") {
 		t.Fatalf("missing table: %v", err)
 	}
 	if _, err := db.Exec(ctx, `CREATE TABLE public.members (id uuid PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
 	members, _ := users.ParseTable("public.members")
-	if err := members.Check(ctx, db); err == nil || !strings.Contains(err.Error(), `no column "created_at": set KEYWORKER_USERS_CREATED_AT_COLUMN`) {
+	if err := members.Check(ctx, db); err == nil || !strings.Contains(err.Error(), `no column "created_at": set CreatedAtColumn`) {
 		t.Fatalf("missing column: %v", err)
 	}
 	members.CreatedAtColumn, members.AnonymousColumn, members.DeletedAtColumn = users.None, users.None, users.None

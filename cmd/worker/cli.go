@@ -114,7 +114,8 @@ func run(ctx context.Context, args []string, e env) error {
 		if err != nil {
 			return &usageError{fmt.Sprintf("%v (see `worker %s --help`)", strings.Replace(err.Error(), " -", " --", 1), c.name)}
 		}
-		return c.run(ctx, e, v, fs)
+		// Components name their Config fields; the user set env vars.
+		return translateError(c.run(ctx, e, v, fs))
 	}
 	usage(e.stderr)
 	return &usageError{fmt.Sprintf("unknown command %q", name)}
@@ -146,7 +147,8 @@ func usage(w io.Writer) {
 }
 
 // newLogger builds the process logger from KEYWORKER_LOG_LEVEL and
-// KEYWORKER_LOG_FORMAT; logs go to stderr.
+// KEYWORKER_LOG_FORMAT; logs go to stderr, with the Config field names
+// components log turned into env names (names.go).
 func newLogger(e env, v *values) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(v.str("KEYWORKER_LOG_LEVEL"))); err != nil {
@@ -157,10 +159,11 @@ func newLogger(e env, v *values) (*slog.Logger, error) {
 		return nil, &usageError{err.Error()}
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(e.stderr, opts)
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+		h = slog.NewJSONHandler(e.stderr, opts)
 	}
-	return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+	return slog.New(newNamesHandler(h)), nil
 }
 
 // warnFlagSecrets logs a warning for each secret given as a flag.

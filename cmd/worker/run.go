@@ -5,11 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strings"
-	"time"
 
-	"github.com/keyworker/keyworker/accesstoken"
 	"github.com/keyworker/keyworker/daemon"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/notify"
@@ -31,18 +28,16 @@ func tableFrom(v *values) (users.Table, error) {
 	return t, t.Validate()
 }
 
-// daemonConfig turns the resolved settings into a daemon.Config; every
-// error names the setting.
+// daemonConfig turns the resolved settings into a daemon.Config. It only
+// parses (durations, numbers, the sealing keys, template files), with errors
+// that name the setting; the rules are the components', checked by
+// daemon.New, whose errors name Config fields that run translates (names.go).
 func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte, error)) (daemon.Config, error) {
 	var cfg daemon.Config
 	var err error
 	cfg.Logger = logger
-	if cfg.DatabaseURL, err = v.require("DATABASE_URL", "set it to your database's direct connection string, e.g. postgres://postgres:<password>@db.<ref>.supabase.co:5432/postgres"); err != nil {
-		return cfg, err
-	}
-	if cfg.Mode, err = v.oneOf("KEYWORKER_MODE", daemon.ModeAuto, daemon.ModeLogical, daemon.ModeListen); err != nil {
-		return cfg, err
-	}
+	cfg.DatabaseURL = v.str("DATABASE_URL")
+	cfg.Mode = v.str("KEYWORKER_MODE")
 	cfg.Schema = v.str("KEYWORKER_SCHEMA")
 	if cfg.Table, err = tableFrom(v); err != nil {
 		return cfg, err
@@ -53,9 +48,6 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 	cfg.SlotName = v.str("KEYWORKER_SLOT")
 	cfg.PublicationName = v.str("KEYWORKER_PUBLICATION")
 	cfg.KeyPrefix = v.str("KEYWORKER_KEY_PREFIX")
-	if err := keys.ValidatePrefix(cfg.KeyPrefix); err != nil {
-		return cfg, fmt.Errorf("KEYWORKER_KEY_PREFIX: %w", err)
-	}
 	if cfg.KeyTTL, err = v.duration("KEYWORKER_KEY_TTL"); err != nil {
 		return cfg, err
 	}
@@ -119,19 +111,10 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 	}
 
 	cfg.Webhook = notify.WebhookConfig{URL: v.str("KEYWORKER_WEBHOOK_URL"), Secret: v.str("KEYWORKER_WEBHOOK_SECRET")}
-	if (cfg.Webhook.URL == "") != (cfg.Webhook.Secret == "") {
-		return cfg, fmt.Errorf("KEYWORKER_WEBHOOK_URL and KEYWORKER_WEBHOOK_SECRET go together: set both (the secret is whsec_ followed by base64, e.g. whsec_$(openssl rand -base64 32))")
-	}
 	if cfg.Webhook.AllowHTTP, err = v.boolean("KEYWORKER_WEBHOOK_ALLOW_HTTP"); err != nil {
 		return cfg, err
 	}
-	if u, err := url.Parse(cfg.Webhook.URL); err == nil && u.Scheme == "http" && !cfg.Webhook.AllowHTTP && !notify.IsLoopbackHost(u.Hostname()) {
-		return cfg, fmt.Errorf("KEYWORKER_WEBHOOK_URL is http:// to %s, which is not this machine: the notices (key id, user id, pick-up link) would cross the network unencrypted; use https://, or set KEYWORKER_WEBHOOK_ALLOW_HTTP=true to send them in plaintext anyway", u.Hostname())
-	}
 	cfg.SMTP = notify.SMTPConfig{URL: v.str("KEYWORKER_SMTP_URL"), From: v.str("KEYWORKER_MAIL_FROM")}
-	if cfg.SMTP.URL != "" && cfg.SMTP.From == "" {
-		return cfg, fmt.Errorf("KEYWORKER_SMTP_URL is set but KEYWORKER_MAIL_FROM is not: set the notices' From address")
-	}
 	for _, t := range []struct {
 		env string
 		dst *string
@@ -177,16 +160,11 @@ func daemonConfig(v *values, logger *slog.Logger, readFile func(string) ([]byte,
 	if cfg.JobTimeout, err = v.duration("KEYWORKER_JOB_TIMEOUT"); err != nil {
 		return cfg, err
 	}
-	if cfg.JobTimeout != 0 && (cfg.JobTimeout < time.Second || cfg.JobTimeout > time.Hour) {
-		return cfg, fmt.Errorf("KEYWORKER_JOB_TIMEOUT=%q is not allowed: use a duration from 1s to 1h", v.str("KEYWORKER_JOB_TIMEOUT"))
-	}
 	if cfg.ShutdownTimeout, err = v.duration("KEYWORKER_SHUTDOWN_TIMEOUT"); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
 }
-
-var _ = accesstoken.DefaultAudience
 
 // commaList splits a comma-separated setting, dropping blanks and spaces
 // around each entry.

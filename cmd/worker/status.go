@@ -97,7 +97,7 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, mode, schema, slot stri
 		}
 	}
 	if chosen != nil {
-		r.Mode, r.ModeReason = *chosen, *reason
+		r.Mode, r.ModeReason = *chosen, fieldNames.translate(*reason) // the daemon records Config field names
 		mode = *chosen
 	}
 	if mode == "listen" {
