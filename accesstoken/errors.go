@@ -51,7 +51,8 @@ var (
 type Error struct {
 	// Reason is one of ErrMalformed, ErrAlgorithm, ErrUnknownKey,
 	// ErrJWKSUnavailable, ErrSignature, ErrExpired, ErrNotYetValid,
-	// ErrAudience, ErrIssuer, ErrSubject or ErrRole.
+	// ErrAudience, ErrIssuer, ErrSubject or ErrRole (from Verify), or
+	// ErrNotUser or ErrAnonymous (from Policy.UserID).
 	Reason error
 	// Detail explains the rejection, for logs.
 	Detail string

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"golang.org/x/sync/errgroup"
 	"riverqueue.com/riverui"
 
 	"github.com/keyworker/keyworker/accesstoken"
@@ -369,13 +369,21 @@ type Daemon struct {
 	// running is set when Start has brought every part up.
 	running atomic.Bool
 
-	mu       sync.Mutex
-	started  bool
-	stopped  bool
-	source   source  // set under mu: the HTTP server reads it
-	capture  Capture // set under mu with source
-	cancel   context.CancelFunc
-	failures chan error
+	// parts runs a goroutine per long-lived part Start brought up that can
+	// end on its own (see supervise), and the job event watcher. partsCtx
+	// ends with the first part's failure as its cause, or when Stop has
+	// waited for them all. stopping is closed when Stop begins: a part
+	// ending after it was stopped, not failed.
+	parts    *errgroup.Group
+	partsCtx context.Context
+	stopping chan struct{}
+
+	mu      sync.Mutex
+	started bool
+	stopped bool
+	source  source  // set under mu: the HTTP server reads it
+	capture Capture // set under mu with source
+	cancel  context.CancelFunc
 }
 
 // source is a signup source: listener.Logical or listener.Listen.
@@ -393,22 +401,25 @@ func New(cfg Config) (*Daemon, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failures: make(chan error, 4)}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), stopping: make(chan struct{})}
+	d.parts, d.partsCtx = errgroup.WithContext(context.Background())
 	var err error
 	if d.senders, err = d.buildSenders(); err != nil {
 		return nil, err
 	}
 	if cfg.Tokens.JWTSecret != nil || cfg.Tokens.JWKSURL != "" {
 		if d.tokens, err = accesstoken.New(cfg.Tokens); err != nil {
-			return nil, fmt.Errorf("configuring access token verification: %w", err)
+			return nil, fmt.Errorf("Tokens: %w", err)
 		}
 	}
 	return d, nil
 }
 
 // Start brings the parts up in order and fails fast: the database, the
-// migrations, the River client, the signup source (its preflight), then the
-// HTTP server. On error everything started is stopped again.
+// migrations, the key store, the HTTP server, the River client's setup, the
+// signup source (its preflight), River, then River UI. On error everything
+// started is stopped again. ctx bounds the start-up checks only; the parts
+// run until Stop.
 func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.mu.Lock()
 	if d.started || d.stopped {
@@ -425,224 +436,75 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		}
 	}()
 
-	cfg := d.cfg
-	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("DATABASE_URL is malformed: %w", err)
-	}
-	if w := listener.CheckTLS(cfg.DatabaseURL); w != "" {
-		d.log.Warn(w, "component", "daemon")
-	}
-	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
-		poolCfg.MaxConns = poolSize(cfg.KeyWorkers, cfg.NoticeWorkers)
-	}
-	d.pool, err = pgxpool.NewWithConfig(runCtx, poolCfg)
-	if err != nil {
-		return fmt.Errorf("connecting to the database: %w", err)
-	}
-	pingCtx, cancelPing := context.WithTimeout(ctx, 15*time.Second)
-	err = d.pool.Ping(pingCtx)
-	cancelPing()
-	if err != nil {
-		return fmt.Errorf("connecting to the database at %s@%s:%d/%s: %w", poolCfg.ConnConfig.User, poolCfg.ConnConfig.Host, poolCfg.ConnConfig.Port, poolCfg.ConnConfig.Database, err)
-	}
-
-	if !cfg.SkipMigrate {
-		res, err := kwsql.Migrate(ctx, d.pool, kwsql.Config{Schema: cfg.Schema, UsersTable: cfg.Table.String(), UsersIDColumn: cfg.Table.IDColumn, Logger: d.log})
-		if err != nil {
-			return fmt.Errorf("migrating schema %s: %w", cfg.Schema, err)
-		}
-		if len(res.Applied) > 0 || len(res.RiverApplied) > 0 {
-			d.log.Info("schema migrated", "component", "daemon", "schema", cfg.Schema, "applied", res.Applied, "river", res.RiverApplied)
-		}
-	} else {
-		v, err := kwsql.Version(ctx, d.pool, cfg.Schema)
-		if err != nil {
-			return err
-		}
-		if v < kwsql.LatestVersion() {
-			return fmt.Errorf("schema %s is at migration %d, this worker needs %d: run `worker migrate`", cfg.Schema, v, kwsql.LatestVersion())
-		}
-	}
-	if err := cfg.Table.Check(ctx, d.pool); err != nil {
+	if err := d.connect(ctx, runCtx); err != nil {
 		return err
 	}
-
-	var previous [][]byte
-	if cfg.PreviousSealingKey != nil {
-		previous = append(previous, cfg.PreviousSealingKey)
-	}
-	sealer, err := keys.NewSealer(cfg.SealingKey, previous...)
-	if err != nil {
-		return fmt.Errorf("KEYWORKER_SEALING_KEY: %w", err)
-	}
-	d.store, err = keystore.New(keystore.Config{Schema: cfg.Schema, Prefix: cfg.KeyPrefix, Sealer: sealer, RevealTTL: cfg.RevealTTL})
-	if err != nil {
+	if err := d.prepareSchema(ctx); err != nil {
 		return err
 	}
-	if err := d.checkSealingKey(ctx); err != nil {
+	if err := d.cfg.Table.Check(ctx, d.pool); err != nil {
 		return err
 	}
-	if d.tokens != nil && cfg.Tokens.JWKSURL != "" {
-		if err := d.tokens.RefreshKeys(ctx); err != nil {
-			d.log.Warn("fetching the JWKS failed; reveal will retry", "component", "daemon", "error", err)
-		}
+	if err := d.openStore(ctx); err != nil {
+		return err
 	}
-	if d.tokens == nil {
-		d.log.Warn("key pick-up is disabled: set KEYWORKER_JWT_SECRET or KEYWORKER_JWKS_URL", "component", "daemon")
-	}
-
+	d.prepareTokens(ctx)
 	// The HTTP server binds before the parts that need its address (the
 	// notices carry the reveal URL, which with port 0 is known only now).
 	// Until the rest is up, /readyz answers 503 and the dashboard 503.
-	d.registerMetrics()
-	hcfg := cfg.HTTP
-	hcfg.Dashboard = http.HandlerFunc(d.serveDashboard)
-	hcfg.Metrics = d.metrics.Handler()
-	hcfg.PublicURL = cfg.PublicURL
-	hcfg.Ready = d.ready
-	hcfg.Logger = d.log
-	hcfg.OnReveal = func(outcome string) {
-		d.metrics.Counter("keyworker_reveals_total", "Reveal requests by outcome.", "outcome", outcome).Inc()
-	}
-	if d.tokens != nil {
-		hcfg.VerifyToken = d.verifyToken
-		hcfg.Reveal = d.reveal
-	}
-	// Verify needs only the service tokens; the rest of the keys API also
-	// needs VerifyToken, and answers 503 keys_disabled without it.
-	hcfg.Keys = keyService{d}
-	d.http, err = server.New(hcfg)
-	if err != nil {
+	if err := d.startHTTP(runCtx); err != nil {
 		return err
 	}
-	if err := d.http.Start(runCtx); err != nil {
+	publicURL := d.publicURL()
+	if err := d.newJobs(publicURL); err != nil {
 		return err
-	}
-	go func() {
-		<-d.http.Done()
-		if err := d.http.Err(); err != nil {
-			d.fail(fmt.Errorf("HTTP server: %w", err))
-		}
-	}()
-	publicURL := cfg.PublicURL
-	if publicURL == "" {
-		scheme := "http"
-		if cfg.HTTP.TLSCertFile != "" {
-			scheme = "https"
-		}
-		publicURL = scheme + "://" + d.http.Addr()
-		if host, _, err := net.SplitHostPort(d.http.Addr()); err == nil {
-			if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-				d.log.Warn("notices will link to "+publicURL+", which users cannot reach: set KEYWORKER_PUBLIC_URL to the address users reach this server at",
-					"component", "daemon")
-			}
-		}
-	}
-
-	d.jobs, err = jobs.NewClient(d.pool, jobs.Config{
-		Schema:                cfg.Schema,
-		Table:                 cfg.Table,
-		Store:                 d.store,
-		Senders:               d.timedSenders(),
-		RevealURL:             publicURL + "/v1/keys/reveal",
-		PickupURL:             cfg.PickupURL,
-		ExpiringNoticeBefore:  cfg.ExpiringNoticeBefore,
-		LifecycleInterval:     cfg.LifecycleInterval,
-		EmailColumn:           cfg.EmailColumn,
-		IncludeAnonymous:      cfg.IncludeAnonymous,
-		KeyTTL:                cfg.KeyTTL,
-		ReconcileInterval:     cfg.ReconcileInterval,
-		CompletedJobRetention: cfg.JobRetention,
-		KeyWorkers:            cfg.KeyWorkers,
-		NoticeWorkers:         cfg.NoticeWorkers,
-		NoticeConcurrency:     cfg.NoticeConcurrency,
-		JobTimeout:            cfg.JobTimeout,
-		RetryPolicy:           cfg.RetryPolicy,
-		FetchPollInterval:     cfg.FetchPollInterval,
-		FetchCooldown:         cfg.FetchCooldown,
-		Logger:                d.log,
-		OnEvent:               d.onJobEvent,
-	})
-	if err != nil {
-		return err
-	}
-	lcfg := listener.Config{
-		ConnString:       cfg.DatabaseURL,
-		Pool:             d.pool,
-		Enqueuer:         d.jobs,
-		Schema:           cfg.Schema,
-		Table:            cfg.Table,
-		IncludeAnonymous: cfg.IncludeAnonymous,
-		SlotName:         cfg.SlotName,
-		PublicationName:  cfg.PublicationName,
-		BatchMaxWait:     cfg.BatchMaxWait,
-		PollInterval:     cfg.PollInterval,
-		Logger:           d.log,
-		OnBatch:          d.onBatch,
 	}
 	// The source's preflight runs before River starts, so a setup error
 	// (no publication, no REPLICATION, ...) stops the process before any
 	// job runs. The source may enqueue at once: River inserts jobs without
 	// a running client, and its workers pick them up when it starts.
-	src, capture, err := d.startSource(runCtx, lcfg)
+	capture, err := d.startIntake(runCtx)
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	d.source = src
-	d.capture = capture
-	d.mu.Unlock()
-	d.log.Info("reading signups in "+capture.Mode+" mode", "component", "daemon", "capture", capture.Mode, "reason", capture.Reason, "detail", capture.Detail)
-	if err := d.recordCapture(runCtx, capture); err != nil {
-		// Only `worker status` reads it: not a reason to stop.
-		d.log.Warn("the capture path is not recorded for `worker status`", "component", "daemon", "error", err)
+	if err := d.startRiver(runCtx); err != nil {
+		return err
 	}
-	events, _ := d.jobs.River().Subscribe(jobEventKinds...)
-	go d.watchJobs(runCtx, events)
-	if err := d.jobs.Start(runCtx); err != nil {
-		return fmt.Errorf("starting River: %w", err)
+	if err := d.startUI(runCtx); err != nil {
+		return err
 	}
-
-	ui, err := riverui.NewHandler(&riverui.HandlerOpts{
-		Endpoints: riverui.NewEndpoints(d.jobs.River(), nil),
-		Logger:    d.log.With("component", "riverui"),
-		Prefix:    "/riverui",
-	})
-	if err != nil {
-		return fmt.Errorf("building the River UI: %w", err)
-	}
-	if err := ui.Start(runCtx); err != nil {
-		return fmt.Errorf("starting the River UI: %w", err)
-	}
-	d.ui.Store(ui)
 
 	d.running.Store(true)
-	d.log.Info("keyworker running", "component", "daemon", "mode", capture.Mode, "schema", cfg.Schema, "users_table", cfg.Table.String(), "http", d.http.Addr(), "public_url", publicURL)
+	d.log.Info("keyworker running", "component", "daemon", "mode", capture.Mode, "schema", d.cfg.Schema, "users_table", d.cfg.Table.String(), "http", d.http.Addr(), "public_url", publicURL)
 	return nil
 }
 
-// checkSealingKey records the sealing key's fingerprint on first use, moves
-// it on rotation, and refuses a key the database's waiting secrets are not
-// sealed under.
-func (d *Daemon) checkSealingKey(ctx context.Context) error {
-	chk, err := d.store.CheckSealingKey(ctx, d.pool)
-	if errors.Is(err, keystore.ErrSealingKeyMismatch) {
-		return fmt.Errorf("refusing to start with this KEYWORKER_SEALING_KEY: %w (KEYWORKER_SEALING_KEY_PREVIOUS), then run `worker keys reseal`", err)
-	}
-	if err != nil {
-		return err
-	}
-	switch {
-	case chk.Recorded:
-		d.log.Info("sealing key fingerprint recorded: every replica must use this sealing key", "component", "daemon", "fingerprint", chk.Fingerprint)
-	case chk.RotatedFrom != "":
-		d.log.Warn("sealing key rotated: new keys are sealed under the new key; restart every replica with KEYWORKER_SEALING_KEY set to it and KEYWORKER_SEALING_KEY_PREVIOUS to the old one, then run `worker keys reseal` and drop the previous key",
-			"component", "daemon", "fingerprint", chk.Fingerprint, "previous_fingerprint", chk.RotatedFrom)
-	default:
-		d.log.Debug("sealing key matches the database's", "component", "daemon", "fingerprint", chk.Fingerprint)
-	}
-	return nil
+// supervise watches a part Start brought up that can end on its own: ended
+// is closed when it ends, and why says why (nil when Stop ended it). The
+// first failure ends partsCtx with it as the cause; none is dropped, since
+// errgroup keeps the first and Done stays closed.
+//
+// The signup source and River UI are not supervised: they do not end on
+// their own. The source retries every error after its start with backoff
+// and reports it through Status (and /readyz); River UI's services end with
+// runCtx.
+func (d *Daemon) supervise(name string, ended <-chan struct{}, why func() error) {
+	d.parts.Go(func() error {
+		select {
+		case <-ended:
+		case <-d.stopping:
+			return nil
+		}
+		select {
+		case <-d.stopping:
+			return nil // Stop ended it
+		default:
+		}
+		if err := why(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return fmt.Errorf("%s stopped on its own", name)
+	})
 }
 
 // serveDashboard serves River UI once it runs.
@@ -655,19 +517,29 @@ func (d *Daemon) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	ui.ServeHTTP(w, r)
 }
 
-func (d *Daemon) fail(err error) {
-	select {
-	case d.failures <- err:
-	default:
+// Done is closed when a part fails on its own (the HTTP listener dies, for
+// example), and when Stop has stopped every part; Err then says which. The
+// caller Stops the daemon after a failure. It is safe for concurrent use
+// and before Start.
+func (d *Daemon) Done() <-chan struct{} { return d.partsCtx.Done() }
+
+// Err is the first part's failure once Done is closed, or nil: before
+// then, and when Stop ended the daemon without one.
+func (d *Daemon) Err() error {
+	if d.partsCtx.Err() == nil {
+		return nil
 	}
+	// errgroup cancels partsCtx with the first error a part returned, or
+	// with nothing (the bare context.Canceled) once Wait returns without
+	// one. A part's error is always wrapped (supervise), never that value.
+	if cause := context.Cause(d.partsCtx); cause != context.Canceled { //nolint:errorlint // identity: see above
+		return cause
+	}
+	return nil
 }
 
-// Failed delivers an error when a part stops on its own (the HTTP listener
-// dies, for example); the caller then Stops the daemon.
-func (d *Daemon) Failed() <-chan error { return d.failures }
-
 // Run starts the daemon, waits for ctx to end or a part to fail, and stops
-// it. A cancelled ctx is a clean exit (nil).
+// it. A cancelled ctx is a clean exit (nil); a failed part is Run's error.
 func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Start(ctx); err != nil {
 		return err
@@ -676,8 +548,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		d.log.Info("shutting down", "component", "daemon", "timeout", d.cfg.ShutdownTimeout)
-	case err = <-d.failures:
-		d.log.Error("a part failed; shutting down", "component", "daemon", "error", err)
+	case <-d.Done():
+		if err = d.Err(); err != nil {
+			d.log.Error("a part failed; shutting down", "component", "daemon", "error", err)
+		}
 	}
 	d.Stop()
 	return err
@@ -685,8 +559,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // Stop shuts down in order: intake first (the signup source sends its last
 // acknowledgement), then River drains running jobs within ShutdownTimeout,
-// then the HTTP server, then the pool. It is idempotent and safe before
-// Start.
+// then the HTTP server, then the parts' context (River UI), then the pool.
+// It is idempotent and safe before Start.
 func (d *Daemon) Stop() {
 	d.mu.Lock()
 	if d.stopped {
@@ -694,6 +568,7 @@ func (d *Daemon) Stop() {
 		return
 	}
 	d.stopped = true
+	close(d.stopping)
 	src := d.source
 	d.mu.Unlock()
 	if src != nil {
@@ -712,6 +587,9 @@ func (d *Daemon) Stop() {
 	if d.cancel != nil {
 		d.cancel()
 	}
+	// Every watcher returns now (stopping is closed, runCtx cancelled); a
+	// failure one saw stays in Err.
+	_ = d.parts.Wait()
 	if d.pool != nil {
 		d.pool.Close()
 	}
@@ -769,14 +647,14 @@ func (d *Daemon) buildSenders() ([]notify.Sender, error) {
 	if d.cfg.Webhook.URL != "" {
 		w, err := notify.NewWebhook(d.cfg.Webhook)
 		if err != nil {
-			return nil, fmt.Errorf("KEYWORKER_WEBHOOK_*: %w", err)
+			return nil, fmt.Errorf("Webhook: %w", err)
 		}
 		out = append(out, w)
 	}
 	if d.cfg.SMTP.URL != "" {
 		e, err := notify.NewEmail(d.cfg.SMTP)
 		if err != nil {
-			return nil, fmt.Errorf("KEYWORKER_SMTP_*: %w", err)
+			return nil, fmt.Errorf("SMTP: %w", err)
 		}
 		out = append(out, e)
 	}
@@ -786,6 +664,9 @@ func (d *Daemon) buildSenders() ([]notify.Sender, error) {
 	return out, nil
 }
 
+// verifyToken is the HTTP server's TokenFunc: it verifies the token, turns
+// the verifier's errors into the server's (expired, or not judged at all),
+// and leaves who may use keys to accesstoken.Policy.
 func (d *Daemon) verifyToken(ctx context.Context, token string) (string, error) {
 	claims, err := d.tokens.Verify(ctx, token)
 	if err != nil {
@@ -800,15 +681,9 @@ func (d *Daemon) verifyToken(ctx context.Context, token string) (string, error) 
 		}
 		return "", err
 	}
-	if claims.Role != "authenticated" {
-		return "", fmt.Errorf("role %q may not use keys: sign in as the user", claims.Role)
-	}
-	if claims.IsAnonymous && !d.cfg.IncludeAnonymous {
-		// Anonymous users get no keys (KEYWORKER_INCLUDE_ANONYMOUS), so
-		// they may not make any either.
-		return "", errors.New("an anonymous user may not use keys: sign in with an account (or set KEYWORKER_INCLUDE_ANONYMOUS=true)")
-	}
-	return claims.Subject, nil
+	// Anonymous users get no keys unless IncludeAnonymous, so they may not
+	// make any either.
+	return accesstoken.Policy{IncludeAnonymous: d.cfg.IncludeAnonymous}.UserID(claims)
 }
 
 func (d *Daemon) reveal(ctx context.Context, userID, remoteAddr string) (server.Revealed, error) {
@@ -846,15 +721,4 @@ func (d *Daemon) ready(ctx context.Context) error {
 		msg += ": " + st.LastError
 	}
 	return errors.New(msg)
-}
-
-// poolSize is the connection pool's size when DATABASE_URL does not set
-// pool_max_conns: a connection for each key worker (each holds one for its
-// transaction), half as many for notice workers (they hold one only to record
-// the outcome, not while a sink answers), and a few for River's producers,
-// leader election and the listener's hand-off.
-func poolSize(keyWorkers, noticeWorkers int) int32 {
-	keyWorkers = cmp.Or(keyWorkers, jobs.DefaultKeyWorkers)
-	noticeWorkers = cmp.Or(noticeWorkers, jobs.DefaultNoticeWorkers)
-	return int32(keyWorkers + (noticeWorkers+1)/2 + 4)
 }

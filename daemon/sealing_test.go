@@ -35,7 +35,7 @@ func TestReplicaWithAnotherSealingKeyIsRefused(t *testing.T) {
 		t.Fatal("a replica with another sealing key started")
 	}
 	msg := err.Error()
-	for _, want := range []string{keys.Fingerprint(f.sealingKey), keys.Fingerprint(second.SealingKey), "KEYWORKER_SEALING_KEY", "KEYWORKER_SEALING_KEY_PREVIOUS"} {
+	for _, want := range []string{keys.Fingerprint(f.sealingKey), keys.Fingerprint(second.SealingKey), "SealingKey", "PreviousSealingKey"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("refusal %q does not say %q", msg, want)
 		}

@@ -307,8 +307,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			say("")
 			say("▸ Ctrl-C: shutting down")
 			return nil
-		case err := <-d.Failed():
-			return err
+		case <-d.Done():
+			return d.Err()
 		case email := <-lines:
 			if email == "" {
 				continue
