@@ -8,10 +8,10 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keyworker/keyworker/internal/pgerr"
 	"github.com/keyworker/keyworker/jobs"
 	"github.com/keyworker/keyworker/keystore"
 	"github.com/keyworker/keyworker/listener"
-	kwsql "github.com/keyworker/keyworker/sql"
 )
 
 // A Client, and an Enqueuer alone, are what the listener hands signups to.
@@ -91,7 +91,7 @@ func TestConcurrentBatchesOfTheSameUsersDoNotDeadlock(t *testing.T) {
 	}
 	for i, done := range []chan error{done1, done2} {
 		if err := <-done; err != nil {
-			if kwsql.SQLState(err) == pgerrcode.DeadlockDetected {
+			if pgerr.Code(err) == pgerrcode.DeadlockDetected {
 				t.Fatalf("batch %d deadlocked: %v", i+1, err)
 			}
 			t.Fatalf("batch %d: %v", i+1, err)

@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keyworker/keyworker/internal/pgerr"
 	"github.com/keyworker/keyworker/keys"
-	kwsql "github.com/keyworker/keyworker/sql"
 	"github.com/keyworker/keyworker/users"
 )
 
@@ -172,7 +172,7 @@ func (s *Store) CreateSignupKeysTx(ctx context.Context, tx pgx.Tx, b SignupBatch
 			if err == nil {
 				break
 			}
-			if attempt < maxBatchAttempts && (kwsql.SQLState(err) == pgerrcode.ForeignKeyViolation || kwsql.SQLState(err) == pgerrcode.DeadlockDetected) {
+			if attempt < maxBatchAttempts && (pgerr.Code(err) == pgerrcode.ForeignKeyViolation || pgerr.Code(err) == pgerrcode.DeadlockDetected) {
 				continue
 			}
 			return nil, fmt.Errorf("creating the signup keys of %d users: %w", n, err)

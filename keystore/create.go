@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keyworker/keyworker/internal/pgerr"
 	"github.com/keyworker/keyworker/keys"
-	kwsql "github.com/keyworker/keyworker/sql"
 )
 
 // CreateTx makes a key in the caller's transaction and seals its secret into
@@ -229,7 +229,7 @@ func (s *Store) insert(ctx context.Context, tx Querier, nk NewKey, a Audit, now 
 		}
 		c.Existing = true
 		return c, nil, nil
-	case kwsql.SQLState(err) == pgerrcode.ForeignKeyViolation: // no such user
+	case pgerr.Code(err) == pgerrcode.ForeignKeyViolation: // no such user
 		return Created{}, nil, fmt.Errorf("creating key for user %s: %w", nk.UserID, ErrUserNotFound)
 	case err != nil:
 		return Created{}, nil, fmt.Errorf("creating key for user %s: %w", nk.UserID, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keyworker/keyworker/internal/pgerr"
 	"github.com/keyworker/keyworker/keystore"
 	kwsql "github.com/keyworker/keyworker/sql"
 )
@@ -127,7 +128,7 @@ func TestEndUsersReachOnlyTheirOwnKeysAfterSupabasesRecipe(t *testing.T) {
 					`SELECT id FROM keyworker_api.list_api_keys() ORDER BY id`,
 				} {
 					got, err := f.queryStrings(t, c.who, q)
-					if c.who == anon && kwsql.SQLState(err) == pgerrcode.InsufficientPrivilege {
+					if c.who == anon && pgerr.Code(err) == pgerrcode.InsufficientPrivilege {
 						continue
 					}
 					if err != nil || !slices.Equal(got, c.want) {
@@ -165,7 +166,7 @@ func TestEndUsersReachOnlyTheirOwnKeysAfterSupabasesRecipe(t *testing.T) {
 					err := f.request(t, c, func(tx pgx.Tx) error {
 						return tx.QueryRow(ctx, `SELECT count(*) FROM `+table).Scan(&n)
 					})
-					if kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege && (err != nil || n != 0) {
+					if pgerr.Code(err) != pgerrcode.InsufficientPrivilege && (err != nil || n != 0) {
 						t.Errorf("%s: SELECT FROM %s = %d rows, %v; want permission denied or no row", c.name, table, n, err)
 					}
 				}
@@ -175,7 +176,7 @@ func TestEndUsersReachOnlyTheirOwnKeysAfterSupabasesRecipe(t *testing.T) {
 						VALUES ('` + aliceKey.ID[:26] + `Y', '` + aliceID + `', 'sk', '\x` + fmt.Sprintf("%064x", 0) + `', '\x` + fmt.Sprintf("%032x", 0) + `', 'abcd', 'manual')`,
 					`INSERT INTO keyworker.key_events (event) VALUES ('forged')`,
 				} {
-					if err := f.request(t, c, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, q); return err }); kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege {
+					if err := f.request(t, c, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, q); return err }); pgerr.Code(err) != pgerrcode.InsufficientPrivilege {
 						t.Errorf("%s: %s = %v, want permission denied or a row level security violation", c.name, q, err)
 					}
 				}
@@ -193,7 +194,7 @@ func TestEndUsersReachOnlyTheirOwnKeysAfterSupabasesRecipe(t *testing.T) {
 						}
 						return err
 					})
-					if err != nil && kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege {
+					if err != nil && pgerr.Code(err) != pgerrcode.InsufficientPrivilege {
 						t.Errorf("%s: %s: %v", c.name, q, err)
 					}
 				}
@@ -213,12 +214,12 @@ func TestEndUsersReachOnlyTheirOwnKeysAfterSupabasesRecipe(t *testing.T) {
 				} {
 					if ok, err := revoke(c, q, bobKey.ID); ok {
 						t.Errorf("%s: %s of bob's key = true", c.name, q)
-					} else if err != nil && kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege {
+					} else if err != nil && pgerr.Code(err) != pgerrcode.InsufficientPrivilege {
 						t.Errorf("%s: %s of bob's key: %v", c.name, q, err)
 					}
 				}
 			}
-			if ok, err := revoke(alice, `SELECT keyworker.revoke_api_key($1, now() - interval '1 day')`, aliceManual.ID); ok || kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege {
+			if ok, err := revoke(alice, `SELECT keyworker.revoke_api_key($1, now() - interval '1 day')`, aliceManual.ID); ok || pgerr.Code(err) != pgerrcode.InsufficientPrivilege {
 				t.Errorf("alice backdating her own key's revocation = %v, %v; want an insufficient_privilege error", ok, err)
 			}
 			if info, _ := f.store.Get(ctx, f.db, bobKey.ID); info.RevokedAt != nil {

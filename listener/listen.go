@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/internal/pgerr"
 	"github.com/keyworker/keyworker/users"
 )
 
@@ -176,7 +176,7 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	fn := pgx.Identifier{l.cfg.Schema, TriggerFunction}.Sanitize()
 	body := l.functionBody()
 	if err := replaceFunction(ctx, l.pool, fn, body); err != nil {
-		if kwsql.SQLState(err) == pgerrcode.InsufficientPrivilege {
+		if pgerr.Code(err) == pgerrcode.InsufficientPrivilege {
 			return &PreflightError{Kind: ErrNoPrivilege, Detail: fmt.Sprintf("role %s may not create or replace %s", user, fn),
 				Fix: "run the worker as the role that ran `worker migrate` (it owns the schema)", Cause: err}
 		}
@@ -208,9 +208,9 @@ func (l *Listen) ensureTrigger(ctx context.Context, user, owner string) error {
 	case err == nil:
 		l.log.Info("signup trigger created", "table", t.String(), "trigger", TriggerName)
 		return nil
-	case kwsql.SQLState(err) == pgerrcode.DuplicateObject:
+	case pgerr.Code(err) == pgerrcode.DuplicateObject:
 		return l.ensureTrigger(ctx, user, owner)
-	case kwsql.SQLState(err) != pgerrcode.InsufficientPrivilege:
+	case pgerr.Code(err) != pgerrcode.InsufficientPrivilege:
 		return fmt.Errorf("creating trigger %s on %s: %w", TriggerName, t, err)
 	}
 	// The owner creates the trigger; it needs to reach our function for

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/internal/pgerr"
 )
 
 // Logical reads signups from a logical replication slot (pgoutput) and hands
@@ -147,7 +147,7 @@ func (l *Logical) run(ctx context.Context) {
 			// done.
 			bo.reset()
 		}
-		if kwsql.SQLState(err) == pgerrcode.ObjectInUse {
+		if pgerr.Code(err) == pgerrcode.ObjectInUse {
 			l.st.setRole(RoleStandby)
 			if !standby {
 				l.log.Info("another replica holds the replication slot: waiting as a standby to take it over", "error", err)

@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/internal/pgerr"
 )
 
 // minServerVersion is the oldest PostgreSQL logical mode accepts:
@@ -212,7 +212,7 @@ func (l *Logical) preflight(ctx context.Context) error {
 	defer closeConn(conn)
 	sys, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {
-		if kwsql.SQLState(err) == pgerrcode.SyntaxError {
+		if pgerr.Code(err) == pgerrcode.SyntaxError {
 			return poolerError(pooler{transactionPooler, "the server took IDENTIFY_SYSTEM for SQL, so the replication=database parameter did not reach it"}, ModeLogical, err)
 		}
 		return fmt.Errorf("identifying the system over the replication connection: %w", err)
@@ -231,7 +231,7 @@ func checkMigrated(ctx context.Context, db queryer, schema, table, privs string)
 	var exists, allowed, hidden bool
 	err := db.QueryRow(ctx, checkMigratedSQL, qualified, privs).Scan(&exists, &allowed, &hidden)
 	if err != nil {
-		if kwsql.SQLState(err) == pgerrcode.InsufficientPrivilege {
+		if pgerr.Code(err) == pgerrcode.InsufficientPrivilege {
 			return &PreflightError{Kind: ErrNoPrivilege, Detail: fmt.Sprintf("this role may not use schema %s", schema),
 				Fix: "run the worker as the role that ran `worker migrate`, or grant it USAGE on the schema", Cause: err}
 		}
@@ -272,7 +272,7 @@ func (l *Logical) connectReplication(ctx context.Context) (*pgconn.PgConn, error
 	if err == nil {
 		return conn, nil
 	}
-	switch kwsql.SQLState(err) {
+	switch pgerr.Code(err) {
 	case pgerrcode.ProtocolViolation:
 		return nil, poolerError(pooler{sessionPooler, "the server refused the replication=database startup parameter"}, ModeLogical, err)
 	case pgerrcode.InvalidAuthorizationSpecification:
@@ -445,9 +445,9 @@ func (l *Logical) ensurePublication(ctx context.Context) error {
 		case err == nil:
 			l.log.Info("publication created", "publication", l.cfg.PublicationName, "table", t.String(), "columns", strings.Join(cols, ","))
 			return nil
-		case kwsql.SQLState(err) == pgerrcode.DuplicateObject && attempt == 0:
+		case pgerr.Code(err) == pgerrcode.DuplicateObject && attempt == 0:
 			continue // another replica made it just now: check it
-		case kwsql.SQLState(err) == pgerrcode.InsufficientPrivilege:
+		case pgerr.Code(err) == pgerrcode.InsufficientPrivilege:
 			return notPublishable(err)
 		default:
 			return fmt.Errorf("creating publication %s: %w", l.cfg.PublicationName, err)

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
-	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/internal/pgerr"
 )
 
 // slotInfo is the slot's row in pg_replication_slots.
@@ -104,7 +104,7 @@ func (l *Logical) ensureSlot(ctx context.Context) (slotStart, error) {
 		}
 		// Only while it is still the lost one: another replica may have
 		// replaced it a moment ago.
-		if _, err := l.pool.Exec(ctx, dropLostSlotSQL, l.cfg.SlotName); err != nil && kwsql.SQLState(err) != pgerrcode.UndefinedObject {
+		if _, err := l.pool.Exec(ctx, dropLostSlotSQL, l.cfg.SlotName); err != nil && pgerr.Code(err) != pgerrcode.UndefinedObject {
 			return slotStart{}, fmt.Errorf("dropping invalidated replication slot %s: %w", l.cfg.SlotName, err)
 		}
 		slot = nil
@@ -203,7 +203,7 @@ func (l *Logical) reconcile(ctx context.Context, reason string, at pglogrepl.LSN
 func (l *Logical) createSlot(ctx context.Context) (bool, error) {
 	var lsn string
 	err := l.pool.QueryRow(ctx, createSlotSQL, l.cfg.SlotName).Scan(&lsn)
-	switch kwsql.SQLState(err) {
+	switch pgerr.Code(err) {
 	case "":
 		if err != nil {
 			return false, fmt.Errorf("creating replication slot %s: %w", l.cfg.SlotName, err)

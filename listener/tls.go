@@ -50,7 +50,7 @@ func CheckTLS(connString string) string {
 		if how == "" {
 			continue
 		}
-		return fmt.Sprintf("DATABASE_URL connects to %s %s: anyone on the network path can read or change the traffic, the database password included. "+
+		return fmt.Sprintf("ConnString connects to %s %s: anyone on the network path can read or change the traffic, the database password included. "+
 			"Set sslmode=verify-full and sslrootcert to the server's CA certificate (Supabase: Project Settings → Database → SSL Configuration → Download certificate), "+
 			"e.g. ...?sslmode=verify-full&sslrootcert=/etc/keyworker/supabase-ca.crt", t.host, how)
 	}

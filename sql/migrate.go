@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
+
+	"github.com/keyworker/keyworker/internal/pgerr"
 )
 
 // DefaultSchema is the schema keyworker's objects live in.
@@ -310,7 +312,7 @@ func Version(ctx context.Context, db interface {
 	var v int
 	err := db.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+pgx.Identifier{schema}.Sanitize()+`.schema_migrations`).Scan(&v)
 	if err != nil {
-		if c := SQLState(err); c == pgerrcode.UndefinedTable || c == pgerrcode.InvalidSchemaName {
+		if c := pgerr.Code(err); c == pgerrcode.UndefinedTable || c == pgerrcode.InvalidSchemaName {
 			return 0, nil
 		}
 		return 0, fmt.Errorf("reading migration version: %w", err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgerrcode"
 
+	"github.com/keyworker/keyworker/internal/pgerr"
 	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/keys"
 	kwsql "github.com/keyworker/keyworker/sql"
@@ -82,13 +83,13 @@ func TestLifecycleNoticesMigration(t *testing.T) {
 			t.Fatalf("disabled notice %d (occurrence %q): %v rows, %v; want %d", i, c.occurrence, tag.RowsAffected(), err, c.want)
 		}
 	}
-	if _, err := p.Exec(ctx, withOccurrence, k.ID, "api_key.revoked", "1767225600000000"); kwsql.SQLState(err) != pgerrcode.CheckViolation {
+	if _, err := p.Exec(ctx, withOccurrence, k.ID, "api_key.revoked", "1767225600000000"); pgerr.Code(err) != pgerrcode.CheckViolation {
 		t.Fatalf("an occurrence of a once-per-key event: %v, want a check violation", err)
 	}
-	if _, err := p.Exec(ctx, insert, k.ID, "api_key.deleted"); kwsql.SQLState(err) != pgerrcode.CheckViolation {
+	if _, err := p.Exec(ctx, insert, k.ID, "api_key.deleted"); pgerr.Code(err) != pgerrcode.CheckViolation {
 		t.Fatalf("an unknown event type: %v, want a check violation", err)
 	}
-	if _, err := p.Exec(ctx, insert, "0000000000000000000000000000", "api_key.revoked"); kwsql.SQLState(err) != pgerrcode.ForeignKeyViolation {
+	if _, err := p.Exec(ctx, insert, "0000000000000000000000000000", "api_key.revoked"); pgerr.Code(err) != pgerrcode.ForeignKeyViolation {
 		t.Fatalf("a notice of no key: %v, want a foreign key violation", err)
 	}
 	for _, role := range []string{"anon", "authenticated", "service_role"} {

@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/internal/pgerr"
 )
 
 // statusReport is what `worker status` prints; `--json` prints it as is.
@@ -92,7 +92,7 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, mode, schema, slot stri
 	}
 	var chosen, reason *string
 	if err := pool.QueryRow(ctx, sq.capture).Scan(&chosen, &reason, &r.ModeChosenAt); err != nil {
-		if kwsql.SQLState(err) != pgerrcode.UndefinedColumn { // not migrated to 005 yet
+		if pgerr.Code(err) != pgerrcode.UndefinedColumn { // not migrated to 005 yet
 			return nil, fmt.Errorf("reading the capture path: %w", err)
 		}
 	}
@@ -104,7 +104,7 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, mode, schema, slot stri
 		var n int64
 		var age *float64
 		err := pool.QueryRow(ctx, sq.outbox).Scan(&n, &age)
-		if err != nil && kwsql.SQLState(err) != pgerrcode.UndefinedTable { // not migrated to 005 yet
+		if err != nil && pgerr.Code(err) != pgerrcode.UndefinedTable { // not migrated to 005 yet
 			return nil, fmt.Errorf("reading the outbox: %w", err)
 		}
 		if err == nil {

@@ -1,4 +1,4 @@
-package sql_test
+package pgerr_test
 
 import (
 	"errors"
@@ -8,12 +8,12 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	kwsql "github.com/keyworker/keyworker/sql"
+	"github.com/keyworker/keyworker/internal/pgerr"
 )
 
-// TestSQLState guards the one helper every package compares SQLSTATEs
+// TestCode guards the one helper every package compares SQLSTATEs
 // through: the code of the first server error in the chain, "" otherwise.
-func TestSQLState(t *testing.T) {
+func TestCode(t *testing.T) {
 	t.Parallel()
 	fk := &pgconn.PgError{Code: pgerrcode.ForeignKeyViolation}
 	cases := []struct {
@@ -29,8 +29,8 @@ func TestSQLState(t *testing.T) {
 		{"first of two", fmt.Errorf("%w, then %w", &pgconn.PgError{Code: pgerrcode.DeadlockDetected}, fk), pgerrcode.DeadlockDetected},
 	}
 	for _, c := range cases {
-		if got := kwsql.SQLState(c.err); got != c.want {
-			t.Errorf("%s: SQLState(%v) = %q, want %q", c.name, c.err, got, c.want)
+		if got := pgerr.Code(c.err); got != c.want {
+			t.Errorf("%s: Code(%v) = %q, want %q", c.name, c.err, got, c.want)
 		}
 	}
 }
