@@ -294,7 +294,7 @@ func (d *Daemon) startRiver(runCtx context.Context) error {
 		return nil
 	})
 	if err := d.jobs.Start(runCtx); err != nil {
-		return fmt.Errorf("starting River: %w", err)
+		return err // "starting jobs: ..." or "starting River: ..."
 	}
 	d.supervise("River", d.jobs.River().Stopped(), func() error { return nil })
 	return nil

@@ -75,10 +75,10 @@ func Reconcile(ctx context.Context, pool *pgxpool.Pool, opts ReconcileOptions) (
 	opts.Table = opts.Table.WithDefaults()
 	opts.CreateKeyMaxAttempts = orDefault(opts.CreateKeyMaxAttempts, DefaultCreateKeyMaxAttempts)
 	if err := checkEnqueuerConfig(opts.Schema, opts.CreateKeyMaxAttempts); err != nil {
-		return ReconcileResult{}, fmt.Errorf("replaying: %w", err)
+		return ReconcileResult{}, fmt.Errorf("reconciling: %w", err)
 	}
 	if err := opts.Table.Validate(); err != nil {
-		return ReconcileResult{}, fmt.Errorf("replaying: %w", err)
+		return ReconcileResult{}, fmt.Errorf("reconciling: %w", err)
 	}
 	rc, err := insertOnlyClient(pool, opts.Schema)
 	if err != nil {
