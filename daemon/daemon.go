@@ -682,8 +682,13 @@ func (d *Daemon) verifyToken(ctx context.Context, token string) (string, error) 
 		return "", err
 	}
 	// Anonymous users get no keys unless IncludeAnonymous, so they may not
-	// make any either.
-	return accesstoken.Policy{IncludeAnonymous: d.cfg.IncludeAnonymous}.UserID(claims)
+	// make any either. The refusal is logged, never answered (the client
+	// gets 401 invalid_token): the hint is for the operator.
+	id, err := accesstoken.Policy{IncludeAnonymous: d.cfg.IncludeAnonymous}.UserID(claims)
+	if errors.Is(err, accesstoken.ErrAnonymous) {
+		return "", fmt.Errorf("%w (IncludeAnonymous admits them)", err)
+	}
+	return id, err
 }
 
 func (d *Daemon) reveal(ctx context.Context, userID, remoteAddr string) (server.Revealed, error) {

@@ -51,6 +51,9 @@ func (d *Daemon) connect(ctx, runCtx context.Context) error {
 	cancel()
 	if err != nil {
 		cc := poolCfg.ConnConfig
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("connecting to the database at %s@%s:%d/%s timed out after %s: %w", cc.User, cc.Host, cc.Port, cc.Database, connectTimeout, err)
+		}
 		return fmt.Errorf("connecting to the database at %s@%s:%d/%s: %w", cc.User, cc.Host, cc.Port, cc.Database, err)
 	}
 	return nil
@@ -188,6 +191,10 @@ func (d *Daemon) startHTTP(runCtx context.Context) error {
 	// needs VerifyToken, and answers 503 keys_disabled without it.
 	hcfg.Keys = keyService{d}
 	var err error
+	if len(hcfg.VerifyTokens) == 0 {
+		// Its 503 tells the client only that it is off.
+		d.log.Info("checking keys over HTTP is off (POST /v1/keys/verify answers 503 verify_disabled): set HTTP.VerifyTokens to the service tokens your backends send", "component", "daemon")
+	}
 	if d.http, err = server.New(hcfg); err != nil {
 		return err
 	}

@@ -155,7 +155,7 @@ func (c *Client) Start(ctx context.Context) error {
 			return fmt.Errorf("starting jobs: looking for the email column: %w", err)
 		}
 		if !ok {
-			return fmt.Errorf("starting jobs: users table %s has no column %q: set the email column, or \"-\" if it has none", c.cfg.Table, c.cfg.EmailColumn)
+			return fmt.Errorf("starting jobs: users table %s has no column %q: set EmailColumn to its email column, or \"-\" if it has none", c.cfg.Table, c.cfg.EmailColumn)
 		}
 	}
 	if err := c.rc.Start(context.WithoutCancel(ctx)); err != nil {

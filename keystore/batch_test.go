@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keyworker/keyworker/internal/testenv"
 	"github.com/keyworker/keyworker/keys"
 	"github.com/keyworker/keyworker/keystore"
 	"github.com/keyworker/keyworker/users"
@@ -139,7 +140,7 @@ func TestSignupBatchOutcomes(t *testing.T) {
 	if again[0].Outcome != keystore.OutcomeKeyExists || again[0].KeyID != out[0].KeyID {
 		t.Fatalf("second run %+v", again)
 	}
-	if n := countKeys(t, f.db); n != 2 {
+	if n := testenv.Count(t, f.db, `SELECT count(*) FROM keyworker.api_keys`); n != 2 {
 		t.Fatalf("%d keys, want 2", n)
 	}
 	if rv := f.reveal(t, a); rv == nil || rv.KeyID != out[0].KeyID {
@@ -147,15 +148,6 @@ func TestSignupBatchOutcomes(t *testing.T) {
 	} else if _, err := keys.Parse(rv.Plaintext()); err != nil {
 		t.Fatalf("revealed key does not parse: %v", err)
 	}
-}
-
-func countKeys(t *testing.T, db *pgxpool.Pool) int {
-	t.Helper()
-	var n int
-	if err := db.QueryRow(context.Background(), `SELECT count(*) FROM keyworker.api_keys`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // BenchmarkCreateSignupKeys measures one batch of 1000 signup keys on the

@@ -419,7 +419,7 @@ func (l *Logical) ensurePublication(ctx context.Context) error {
 			}
 			return &PreflightError{Kind: ErrPublicationMismatch,
 				Detail: fmt.Sprintf("publication %s exists but %s", l.cfg.PublicationName, strings.Join(probs, "; ")),
-				Fix: fmt.Sprintf("keyworker will not change a publication it did not make; have its owner replace it as below (as %s, the owner of %s), or set another publication name",
+				Fix: fmt.Sprintf("keyworker will not change a publication it did not make; have its owner replace it as below (as %s, the owner of %s), or give keyworker another publication (PublicationName)",
 					owner, t),
 				Statements: []string{fmt.Sprintf("DROP PUBLICATION %s;", q[0]), stmt}}
 		}

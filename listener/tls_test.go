@@ -55,7 +55,7 @@ func TestCheckTLS(t *testing.T) {
 			if !strings.Contains(got, tc.want) {
 				t.Fatalf("CheckTLS = %q, want it to say %q", got, tc.want)
 			}
-			for _, fix := range []string{"sslmode=verify-full", "sslrootcert", "DATABASE_URL"} {
+			for _, fix := range []string{"sslmode=verify-full", "sslrootcert", "ConnString"} {
 				if !strings.Contains(got, fix) {
 					t.Errorf("warning %q does not say %q", got, fix)
 				}

@@ -12,9 +12,9 @@ import (
 	"github.com/keyworker/keyworker/daemon"
 )
 
-// Libraries name their own Config fields in errors and logs
-// ("JWTSecret must be at least 32 bytes"); a CLI user sets environment
-// variables. names turns the first into the second, from the field column
+// names turns the Config field names libraries put in errors and logs
+// ("JWTSecret must be at least 32 bytes") into the environment variables a
+// CLI user sets, from the field column
 // of the settings table: it is the one place that knows both.
 //
 // A parent that wraps a component's error prefixes it with the component's

@@ -7,7 +7,7 @@ import (
 )
 
 // FastRetry is a River retry policy (river.ClientRetryPolicy) that retries a
-// failed job after 100ms, so tests of retries take a test milliseconds, not
+// failed job after 100ms, so tests of retries take milliseconds, not
 // River's attempt^4 seconds.
 type FastRetry struct{}
 
