@@ -202,11 +202,11 @@ func MigrateConn(ctx context.Context, conn *pgx.Conn, cfg Config) (*Result, erro
 		return nil, err
 	}
 	key := LockKey(cfg.Schema)
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+	if _, err := conn.Exec(ctx, qLock, key); err != nil {
 		return nil, fmt.Errorf("taking the migration lock: %w", err)
 	}
 	defer func() {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key)
+		_, _ = conn.Exec(context.WithoutCancel(ctx), qUnlock, key)
 	}()
 
 	res := &Result{}
@@ -263,17 +263,14 @@ func MigrateConn(ctx context.Context, conn *pgx.Conn, cfg Config) (*Result, erro
 }
 
 func applyOwn(ctx context.Context, tx pgx.Tx, cfg Config) ([]string, error) {
-	schema := pgx.Identifier{cfg.Schema}.Sanitize()
-	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+schema); err != nil {
+	q := newMigrationQueries(cfg.Schema)
+	if _, err := tx.Exec(ctx, q.createSchema); err != nil {
 		return nil, fmt.Errorf("creating schema %s: %w", cfg.Schema, explain(err))
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+schema+`.schema_migrations (
-		version integer PRIMARY KEY,
-		name text NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+	if _, err := tx.Exec(ctx, q.createTable); err != nil {
 		return nil, fmt.Errorf("creating the migration table: %w", explain(err))
 	}
-	rows, err := tx.Query(ctx, `SELECT version FROM `+schema+`.schema_migrations`)
+	rows, err := tx.Query(ctx, q.applied)
 	if err != nil {
 		return nil, fmt.Errorf("reading applied migrations: %w", err)
 	}
@@ -295,7 +292,7 @@ func applyOwn(ctx context.Context, tx pgx.Tx, cfg Config) ([]string, error) {
 		if _, err := tx.Exec(ctx, repl.Replace(m.sql)); err != nil {
 			return nil, fmt.Errorf("applying migration %s: %w", label, explain(err))
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO `+schema+`.schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+		if _, err := tx.Exec(ctx, q.record, m.Version, m.Name); err != nil {
 			return nil, fmt.Errorf("recording migration %s: %w", label, err)
 		}
 		out = append(out, label)
@@ -310,7 +307,7 @@ func Version(ctx context.Context, db interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }, schema string) (int, error) {
 	var v int
-	err := db.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+pgx.Identifier{schema}.Sanitize()+`.schema_migrations`).Scan(&v)
+	err := db.QueryRow(ctx, newMigrationQueries(schema).version).Scan(&v)
 	if err != nil {
 		if c := pgerr.Code(err); c == pgerrcode.UndefinedTable || c == pgerrcode.InvalidSchemaName {
 			return 0, nil
