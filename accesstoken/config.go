@@ -1,6 +1,7 @@
 package accesstoken
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -117,21 +118,11 @@ type Config struct {
 
 // withDefaults returns a copy of c with every unset field filled in.
 func (c Config) withDefaults() Config {
-	if c.Audience == "" {
-		c.Audience = DefaultAudience
-	}
-	if c.Leeway == 0 {
-		c.Leeway = DefaultLeeway
-	}
-	if c.JWKSRefresh == 0 {
-		c.JWKSRefresh = DefaultJWKSRefresh
-	}
-	if c.JWKSTimeout == 0 {
-		c.JWKSTimeout = DefaultJWKSTimeout
-	}
-	if c.JWKSMaxStaleness == 0 {
-		c.JWKSMaxStaleness = DefaultJWKSMaxStaleness
-	}
+	c.Audience = cmp.Or(c.Audience, DefaultAudience)
+	c.Leeway = cmp.Or(c.Leeway, DefaultLeeway)
+	c.JWKSRefresh = cmp.Or(c.JWKSRefresh, DefaultJWKSRefresh)
+	c.JWKSTimeout = cmp.Or(c.JWKSTimeout, DefaultJWKSTimeout)
+	c.JWKSMaxStaleness = cmp.Or(c.JWKSMaxStaleness, DefaultJWKSMaxStaleness)
 	if c.Issuer == "" && c.JWKSURL != "" {
 		// Left empty when the URL does not end in the well-known path;
 		// validate then asks for Issuer.

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -123,18 +124,14 @@ func (c Config) withDefaults() Config {
 	if len(c.Scenarios) == 0 {
 		c.Scenarios = Scenarios
 	}
-	if c.Clients == 0 {
-		c.Clients = DefaultClients
-	}
+	c.Clients = cmp.Or(c.Clients, DefaultClients)
 	switch c.Rate {
 	case 0:
 		c.Rate = DefaultRate
 	case Off:
 		c.Rate = 0
 	}
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
-	}
+	c.Duration = cmp.Or(c.Duration, DefaultDuration)
 	switch c.Warmup {
 	case 0:
 		c.Warmup = DefaultWarmup
@@ -147,9 +144,7 @@ func (c Config) withDefaults() Config {
 	case Off:
 		c.Backlog = 0
 	}
-	if c.Rounds == 0 {
-		c.Rounds = DefaultRounds
-	}
+	c.Rounds = cmp.Or(c.Rounds, DefaultRounds)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -180,9 +181,7 @@ func (c *clients) run(ctx context.Context, spec phaseSpec) (loadResult, error) {
 						return
 					}
 					r.errors++
-					if r.firstErr == "" {
-						r.firstErr = err.Error()
-					}
+					r.firstErr = cmp.Or(r.firstErr, err.Error())
 					if consecutive++; consecutive >= 100 || conn.IsClosed() {
 						return
 					}
@@ -206,9 +205,7 @@ func (c *clients) run(ctx context.Context, spec phaseSpec) (loadResult, error) {
 		res.lats = append(res.lats, r.lats...)
 		res.committed += r.committed
 		res.errors += r.errors
-		if res.firstErr == "" {
-			res.firstErr = r.firstErr
-		}
+		res.firstErr = cmp.Or(res.firstErr, r.firstErr)
 	}
 	return res, nil
 }

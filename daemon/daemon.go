@@ -243,29 +243,15 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Mode == "" {
-		c.Mode = DefaultMode
-	}
-	if c.Schema == "" {
-		c.Schema = DefaultSchema
-	}
+	c.Mode = cmp.Or(c.Mode, DefaultMode)
+	c.Schema = cmp.Or(c.Schema, DefaultSchema)
 	c.Table = c.Table.WithDefaults()
-	if c.HTTP.Addr == "" {
-		c.HTTP.Addr = DefaultHTTPAddr
-	}
+	c.HTTP.Addr = cmp.Or(c.HTTP.Addr, DefaultHTTPAddr)
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if c.MetricsCacheTTL == 0 {
-		c.MetricsCacheTTL = DefaultMetricsCacheTTL
-	}
-	if c.BatchMaxWait == 0 {
-		c.BatchMaxWait = DefaultBatchMaxWait
-	}
-	if c.MaxKeysPerUser == 0 {
-		c.MaxKeysPerUser = DefaultMaxKeysPerUser
-	}
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.MetricsCacheTTL = cmp.Or(c.MetricsCacheTTL, DefaultMetricsCacheTTL)
+	c.BatchMaxWait = cmp.Or(c.BatchMaxWait, DefaultBatchMaxWait)
+	c.MaxKeysPerUser = cmp.Or(c.MaxKeysPerUser, DefaultMaxKeysPerUser)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -11,6 +11,7 @@ package demo
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -87,9 +88,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Mode == "" {
-		cfg.Mode = daemon.ModeAuto
-	}
+	cfg.Mode = cmp.Or(cfg.Mode, daemon.ModeAuto)
 	say := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
 
 	adminURL, dbName, slot, where := cfg.ServerURL, "app", "", ""

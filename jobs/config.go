@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -216,9 +217,7 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Schema == "" {
-		c.Schema = DefaultSchema
-	}
+	c.Schema = cmp.Or(c.Schema, DefaultSchema)
 	c.Table = c.Table.WithDefaults()
 	switch c.EmailColumn {
 	case "":

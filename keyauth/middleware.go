@@ -1,6 +1,7 @@
 package keyauth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -85,12 +86,8 @@ func (o Options) Validate() error {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Realm == "" {
-		o.Realm = DefaultRealm
-	}
-	if o.CacheSize == 0 {
-		o.CacheSize = DefaultCacheSize
-	}
+	o.Realm = cmp.Or(o.Realm, DefaultRealm)
+	o.CacheSize = cmp.Or(o.CacheSize, DefaultCacheSize)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}

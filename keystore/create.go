@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,9 +30,7 @@ import (
 // Errors wrap ErrInvalid (malformed nk or a), ErrUserNotFound (no such user),
 // or the database error; an error leaves tx aborted.
 func (s *Store) CreateTx(ctx context.Context, tx pgx.Tx, nk NewKey, a Audit) (Created, error) {
-	if nk.Source == "" {
-		nk.Source = SourceSignup
-	}
+	nk.Source = cmp.Or(nk.Source, SourceSignup)
 	now := s.Now()
 	c, k, err := s.insert(ctx, tx, nk, a, now)
 	if err != nil || c.Existing {
@@ -56,9 +55,7 @@ func (s *Store) CreateTx(ctx context.Context, tx pgx.Tx, nk NewKey, a Audit) (Cr
 // returns the plaintext, for the operator's terminal only: nothing is
 // sealed, so the key cannot be revealed later. Errors are as CreateTx's.
 func (s *Store) CreateWithPlaintext(ctx context.Context, db Beginner, nk NewKey, a Audit) (Created, string, error) {
-	if nk.Source == "" {
-		nk.Source = SourceManual
-	}
+	nk.Source = cmp.Or(nk.Source, SourceManual)
 	if nk.Source != SourceManual {
 		return Created{}, "", invalid("CreateWithPlaintext makes manual keys only, got source %q", nk.Source)
 	}
@@ -245,9 +242,7 @@ func (s *Store) checkNewKey(nk *NewKey, now time.Time) error {
 		return err
 	}
 	nk.UserID = strings.ToLower(nk.UserID)
-	if nk.Name == "" {
-		nk.Name = DefaultName
-	}
+	nk.Name = cmp.Or(nk.Name, DefaultName)
 	if n := len([]rune(nk.Name)); n > maxNameLen {
 		return invalid("key name is %d characters long, the limit is %d", n, maxNameLen)
 	}

@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -78,15 +79,9 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Schema == "" {
-		c.Schema = DefaultSchema
-	}
-	if c.Prefix == "" {
-		c.Prefix = keys.DefaultPrefix
-	}
-	if c.RevealTTL == 0 {
-		c.RevealTTL = DefaultRevealTTL
-	}
+	c.Schema = cmp.Or(c.Schema, DefaultSchema)
+	c.Prefix = cmp.Or(c.Prefix, keys.DefaultPrefix)
+	c.RevealTTL = cmp.Or(c.RevealTTL, DefaultRevealTTL)
 	if c.Now == nil {
 		c.Now = time.Now
 	}

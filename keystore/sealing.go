@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -150,9 +151,7 @@ type ResealResult struct {
 // counted. It is safe to run again: what is under the current key already
 // is skipped. Run CheckSealingKey first.
 func (s *Store) Reseal(ctx context.Context, db Beginner, opts ResealOptions) (ResealResult, error) {
-	if opts.BatchSize == 0 {
-		opts.BatchSize = DefaultResealBatch
-	}
+	opts.BatchSize = cmp.Or(opts.BatchSize, DefaultResealBatch)
 	if opts.BatchSize < 1 || opts.BatchSize > 10000 {
 		return ResealResult{}, invalid("reseal batch size must be between 1 and 10000, got %d", opts.BatchSize)
 	}

@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -163,9 +164,7 @@ func (c Config) withDefaults() Config {
 	set(&c.PublicationName, DefaultPublicationName)
 	set(&c.Channel, DefaultChannel)
 	c.Table = c.Table.WithDefaults()
-	if c.BatchMaxRows == 0 {
-		c.BatchMaxRows = DefaultBatchMaxRows
-	}
+	c.BatchMaxRows = cmp.Or(c.BatchMaxRows, DefaultBatchMaxRows)
 	setD(&c.BatchMaxWait, DefaultBatchMaxWait)
 	setD(&c.StatusInterval, DefaultStatusInterval)
 	setD(&c.BackoffMin, DefaultBackoffMin)

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	_ "embed"
@@ -117,18 +118,10 @@ type smtpTarget struct {
 }
 
 func (c SMTPConfig) withDefaults() SMTPConfig {
-	if c.Timeout == 0 {
-		c.Timeout = DefaultSMTPTimeout
-	}
-	if c.HelloName == "" {
-		c.HelloName = DefaultHelloName
-	}
-	if c.TextTemplate == "" {
-		c.TextTemplate = defaultTextTemplate
-	}
-	if c.HTMLTemplate == "" {
-		c.HTMLTemplate = defaultHTMLTemplate
-	}
+	c.Timeout = cmp.Or(c.Timeout, DefaultSMTPTimeout)
+	c.HelloName = cmp.Or(c.HelloName, DefaultHelloName)
+	c.TextTemplate = cmp.Or(c.TextTemplate, defaultTextTemplate)
+	c.HTMLTemplate = cmp.Or(c.HTMLTemplate, defaultHTMLTemplate)
 	return c
 }
 
@@ -288,9 +281,7 @@ func NewEmail(cfg SMTPConfig) (*Email, error) {
 	} else {
 		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	if tlsConfig.ServerName == "" {
-		tlsConfig.ServerName = target.host
-	}
+	tlsConfig.ServerName = cmp.Or(tlsConfig.ServerName, target.host)
 
 	e := &Email{
 		target:    target,

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -152,9 +153,7 @@ type Notice struct {
 // normalized returns n with Type set (EventCreated when empty) and
 // OccurredAt set (CreatedAt when zero).
 func (n Notice) normalized() Notice {
-	if n.Type == "" {
-		n.Type = EventCreated
-	}
+	n.Type = cmp.Or(n.Type, EventCreated)
 	if n.OccurredAt.IsZero() {
 		n.OccurredAt = n.CreatedAt
 	}

@@ -2,6 +2,7 @@ package notify
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -93,12 +94,8 @@ var webhookTransport = func() *http.Transport {
 }()
 
 func (c WebhookConfig) withDefaults() WebhookConfig {
-	if c.Timeout == 0 {
-		c.Timeout = DefaultWebhookTimeout
-	}
-	if c.UserAgent == "" {
-		c.UserAgent = DefaultUserAgent
-	}
+	c.Timeout = cmp.Or(c.Timeout, DefaultWebhookTimeout)
+	c.UserAgent = cmp.Or(c.UserAgent, DefaultUserAgent)
 	client := &http.Client{Transport: webhookTransport}
 	if c.Client != nil {
 		copied := *c.Client

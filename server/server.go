@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
@@ -200,27 +201,13 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Addr == "" {
-		c.Addr = DefaultAddr
-	}
-	if c.RevealPerUser == 0 {
-		c.RevealPerUser = DefaultRevealPerUser
-	}
-	if c.RevealPerAddr == 0 {
-		c.RevealPerAddr = DefaultRevealPerAddr
-	}
-	if c.KeysPerUser == 0 {
-		c.KeysPerUser = DefaultKeysPerUser
-	}
-	if c.KeysPerAddr == 0 {
-		c.KeysPerAddr = DefaultKeysPerAddr
-	}
-	if c.LoginFailuresPerMinute == 0 {
-		c.LoginFailuresPerMinute = DefaultLoginFailuresPerMinute
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
+	c.Addr = cmp.Or(c.Addr, DefaultAddr)
+	c.RevealPerUser = cmp.Or(c.RevealPerUser, DefaultRevealPerUser)
+	c.RevealPerAddr = cmp.Or(c.RevealPerAddr, DefaultRevealPerAddr)
+	c.KeysPerUser = cmp.Or(c.KeysPerUser, DefaultKeysPerUser)
+	c.KeysPerAddr = cmp.Or(c.KeysPerAddr, DefaultKeysPerAddr)
+	c.LoginFailuresPerMinute = cmp.Or(c.LoginFailuresPerMinute, DefaultLoginFailuresPerMinute)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

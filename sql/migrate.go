@@ -1,6 +1,7 @@
 package sql
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"fmt"
@@ -75,15 +76,9 @@ var identRe = regexp.MustCompile(`^[a-z_][a-z0-9_$]{0,62}$`)
 
 // WithDefaults returns a copy of c with defaults filled in.
 func (c Config) WithDefaults() Config {
-	if c.Schema == "" {
-		c.Schema = DefaultSchema
-	}
-	if c.UsersTable == "" {
-		c.UsersTable = DefaultUsersTable
-	}
-	if c.UsersIDColumn == "" {
-		c.UsersIDColumn = DefaultUsersIDColumn
-	}
+	c.Schema = cmp.Or(c.Schema, DefaultSchema)
+	c.UsersTable = cmp.Or(c.UsersTable, DefaultUsersTable)
+	c.UsersIDColumn = cmp.Or(c.UsersIDColumn, DefaultUsersIDColumn)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -58,15 +59,9 @@ func cmdBench(ctx context.Context, e env, v *values, fs *flag.FlagSet) error {
 	case cfg.Rounds < 1:
 		return &usageError{fmt.Sprintf("--rounds must be at least 1, got %d", cfg.Rounds)}
 	}
-	if cfg.Rate == 0 {
-		cfg.Rate = bench.Off
-	}
-	if cfg.Backlog == 0 {
-		cfg.Backlog = bench.Off
-	}
-	if cfg.Warmup == 0 {
-		cfg.Warmup = bench.Off
-	}
+	cfg.Rate = cmp.Or(cfg.Rate, bench.Off)
+	cfg.Backlog = cmp.Or(cfg.Backlog, bench.Off)
+	cfg.Warmup = cmp.Or(cfg.Warmup, bench.Off)
 	bin := get("worker-binary").(string)
 	if bin == "" {
 		var err error
