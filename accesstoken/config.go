@@ -173,7 +173,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("JWKSTimeout must be between 0s (exclusive) and %s, got %s", MaxJWKSTimeout, c.JWKSTimeout)
 	}
 	if c.JWKSMaxStaleness < c.JWKSRefresh || c.JWKSMaxStaleness > MaxJWKSMaxStaleness {
-		return fmt.Errorf("JWKSMaxStaleness must be between JWKSRefresh (%s) and %s, got %s", c.JWKSRefresh, MaxJWKSMaxStaleness, c.JWKSMaxStaleness)
+		return fmt.Errorf("JWKSMaxStaleness must be between the JWKS refresh interval (JWKSRefresh, %s) and %s, got %s", c.JWKSRefresh, MaxJWKSMaxStaleness, c.JWKSMaxStaleness)
 	}
 	return nil
 }

@@ -77,7 +77,7 @@ func TestConfigValidate(t *testing.T) {
 		{
 			name:    "staleness shorter than the refresh",
 			cfg:     Config{JWKSURL: jwksURL, JWKSMaxStaleness: 5 * time.Minute},
-			wantErr: []string{"JWKSMaxStaleness must", "between JWKSRefresh (10m0s) and 168h0m0s, got 5m0s"},
+			wantErr: []string{"JWKSMaxStaleness must", "between the JWKS refresh interval (JWKSRefresh, 10m0s) and 168h0m0s, got 5m0s"},
 		},
 		{
 			name:    "staleness too long",

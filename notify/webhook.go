@@ -120,7 +120,7 @@ func (c WebhookConfig) validate() error {
 		return fmt.Errorf("URL is not a valid URL: %w", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("URL must be an http or https URL, got scheme %q", u.Scheme)
+		return fmt.Errorf("URL must use http or https, got scheme %q", u.Scheme)
 	}
 	if u.Host == "" || u.Hostname() == "" {
 		return errors.New("URL must have a host")

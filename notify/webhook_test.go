@@ -508,7 +508,7 @@ func TestNewWebhookValidation(t *testing.T) {
 		{"24 bytes", notify.WebhookConfig{URL: "https://h/k", Secret: "whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 24))}, ""},
 		{"64 bytes", notify.WebhookConfig{URL: "https://h/k", Secret: "whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 64))}, ""},
 		{"no URL", notify.WebhookConfig{Secret: good}, "URL is required"},
-		{"bad scheme", notify.WebhookConfig{URL: "ftp://h/k", Secret: good}, `URL must be an http or https URL, got scheme "ftp"`},
+		{"bad scheme", notify.WebhookConfig{URL: "ftp://h/k", Secret: good}, `URL must use http or https, got scheme "ftp"`},
 		{"no host", notify.WebhookConfig{URL: "https:///k", Secret: good}, "URL must have a host"},
 		{"unparsable", notify.WebhookConfig{URL: "https://u:hunter2@h:port/k", Secret: good}, "URL is not a valid URL"},
 		{"no secret", notify.WebhookConfig{URL: "https://h/k"}, "Secret is required"},

@@ -92,7 +92,7 @@ func TestTranslateFieldNames(t *testing.T) {
 		// top-level setting of the same name.
 		{"Table: Schema is invalid", "Schema is invalid"},
 		{"Schema is invalid", "KEYWORKER_SCHEMA is invalid"},
-		{"Tokens: JWKSMaxStaleness must be between JWKSRefresh (10m0s) and 1h", "KEYWORKER_JWKS_MAX_STALENESS must be between JWKSRefresh (10m0s) and 1h"},
+		{"Tokens: JWKSMaxStaleness must be between the JWKS refresh interval (JWKSRefresh, 10m0s) and 1h", "KEYWORKER_JWKS_MAX_STALENESS must be between the JWKS refresh interval (JWKSRefresh, 10m0s) and 1h"},
 		{"HTTP: PublicURL is not a base URL", "KEYWORKER_PUBLIC_URL is not a base URL"},
 		{"users table has no column \"x\": set IDColumn to the right column", "users table has no column \"x\": set KEYWORKER_USERS_ID_COLUMN to the right column"},
 		{"set Table to your schema-qualified users table", "set KEYWORKER_USERS_TABLE to your schema-qualified users table"},

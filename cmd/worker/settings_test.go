@@ -106,7 +106,7 @@ func TestRunConfigErrorsNameTheSettingAndValue(t *testing.T) {
 		{map[string]string{"KEYWORKER_JOB_TIMEOUT": "5s", "KEYWORKER_WEBHOOK_URL": "https://example.com/hook", "KEYWORKER_WEBHOOK_SECRET": "whsec_MDEyMzQ1Njc4OWFiY2RlZg=="}, "KEYWORKER_JOB_TIMEOUT must be longer than the webhook's timeout (10s), or every slow delivery is cut short, got 5s"},
 		{map[string]string{"KEYWORKER_HTTP_ADDR": "0.0.0.0:8080"}, "KEYWORKER_DASHBOARD_PASSWORD"},
 		{map[string]string{"KEYWORKER_JWKS_MAX_STALENESS": "soon"}, `KEYWORKER_JWKS_MAX_STALENESS="soon" is not a duration`},
-		{map[string]string{"KEYWORKER_JWKS_URL": "https://ref.supabase.co/auth/v1/.well-known/jwks.json", "KEYWORKER_JWKS_MAX_STALENESS": "1m"}, "KEYWORKER_JWKS_MAX_STALENESS must be between JWKSRefresh (10m0s) and 168h0m0s, got 1m0s"},
+		{map[string]string{"KEYWORKER_JWKS_URL": "https://ref.supabase.co/auth/v1/.well-known/jwks.json", "KEYWORKER_JWKS_MAX_STALENESS": "1m"}, "KEYWORKER_JWKS_MAX_STALENESS must be between the JWKS refresh interval (JWKSRefresh, 10m0s) and 168h0m0s, got 1m0s"},
 		{map[string]string{"KEYWORKER_JWKS_URL": "https://keys.example.com/jwks"}, `KEYWORKER_JWT_ISSUER is required: it cannot be derived from KEYWORKER_JWKS_URL "https://keys.example.com/jwks"`},
 		{map[string]string{"KEYWORKER_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal"}, `KEYWORKER_TRUSTED_PROXIES: " proxy.internal" is neither a CIDR nor an address`},
 		{map[string]string{"KEYWORKER_REVEAL_PER_USER": "0"}, `KEYWORKER_REVEAL_PER_USER="0" is not allowed: use a whole number from 1 to 1000000`},
