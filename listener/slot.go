@@ -98,7 +98,7 @@ func (l *Logical) ensureSlot(ctx context.Context) (slotStart, error) {
 	case slot != nil && slot.walStatus == "lost":
 		reason = fmt.Sprintf("replication slot %s was invalidated (wal_status lost: the server removed WAL it still needed, see max_slot_wal_keep_size); it was dropped and recreated", l.cfg.SlotName)
 		l.log.Error("REPLICATION SLOT INVALIDATED: dropping and recreating it; signups committed since the checkpoint reach keys through a reconcile",
-			"slot", l.cfg.SlotName, "checkpoint", ck.String())
+			"checkpoint", ck.String())
 		if err := l.owe(ctx); err != nil {
 			return slotStart{}, err
 		}
@@ -116,7 +116,7 @@ func (l *Logical) ensureSlot(ctx context.Context) (slotStart, error) {
 	case hasRow && ck != 0:
 		reason = fmt.Sprintf("replication slot %s was missing (dropped while keyworker was not streaming) and was recreated", l.cfg.SlotName)
 		l.log.Error("REPLICATION SLOT MISSING: recreating it; signups committed while it was missing reach keys through a reconcile",
-			"slot", l.cfg.SlotName, "checkpoint", ck.String())
+			"checkpoint", ck.String())
 		if err := l.owe(ctx); err != nil {
 			return slotStart{}, err
 		}
@@ -208,7 +208,7 @@ func (l *Logical) createSlot(ctx context.Context) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("creating replication slot %s: %w", l.cfg.SlotName, err)
 		}
-		l.log.Info("replication slot created", "slot", l.cfg.SlotName, "lsn", lsn)
+		l.log.Info("replication slot created", "lsn", lsn)
 		return true, nil
 	case pgerrcode.DuplicateObject:
 		return false, nil
